@@ -1,0 +1,1032 @@
+/* lasync.c - the Lua module: futures and tasks as userdata, await through lua_yieldk. */
+#include "lasync_int.h"
+
+#include <lualib.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* "Task-N" numbering is process-wide, as asyncio's is. */
+static atomic_llong task_counter;
+
+#define getS(L) ((lstate *)lua_touserdata(L, lua_upvalueindex(1)))
+
+/* --------------------------------------------------------------------------------- errors */
+
+static void push_traceback(lua_State *L, lua_State *of, const char *msg, int level) {
+  luaL_traceback(L, of, msg, level);
+}
+
+void lasync__push_error(lua_State *L, lstate *S, int cls, const char *msg) {
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  push_traceback(L, L, msg, 1);
+  lua_setfield(L, -2, "traceback");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, cls);
+  lua_setmetatable(L, -2);
+}
+
+static int err_new(lua_State *L) {
+  /* cls(msg): called through the class's metatable __call. */
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const char *msg = luaL_optstring(L, 2, NULL);
+  if (!msg) {
+    lua_getfield(L, 1, "name");
+    msg = lua_tostring(L, -1);
+    if (!msg) msg = "error";
+  }
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  push_traceback(L, L, msg, 1);
+  lua_setfield(L, -2, "traceback");
+  lua_pushvalue(L, 1);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static int err_tostring(lua_State *L) {
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "name");
+  lua_getfield(L, 1, "message");
+  const char *name = lua_tostring(L, -2), *msg = lua_tostring(L, -1);
+  if (msg) lua_pushfstring(L, "%s: %s", name ? name : "Error", msg);
+  else lua_pushstring(L, name ? name : "Error");
+  return 1;
+}
+
+static int make_class(lua_State *L, const char *name) {
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "name");
+  lua_pushfstring(L, "lasync.%s", name);
+  lua_setfield(L, -2, "__name");
+  lua_pushcfunction(L, err_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, err_new);
+  lua_setfield(L, -2, "__call");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static bool is_instance(lua_State *L, int idx, int cls) {
+  if (!lua_getmetatable(L, idx)) return false;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, cls);
+  bool r = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return r;
+}
+
+static int l_is_cancelled(lua_State *L) {
+  lua_pushboolean(L, is_instance(L, 1, getS(L)->cls_cancelled));
+  return 1;
+}
+
+static int l_is_timeout(lua_State *L) {
+  lua_pushboolean(L, is_instance(L, 1, getS(L)->cls_timeout));
+  return 1;
+}
+
+static int tostring_k(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Pushes a string for any value, even one whose __tostring fails or returns a non-string:
+ * errors must be reportable whatever they are. */
+void lasync__safe_tostring(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, tostring_k);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    const char *why = lua_tostring(L, -1);
+    lua_pushfstring(L, "(error object is a %s whose __tostring failed: %s)", luaL_typename(L, idx),
+                    why ? why : "?");
+    lua_remove(L, -2);
+  }
+}
+
+/* ---------------------------------------------------------------------------------- boxes */
+
+lfut *lasync__tofut(lua_State *L, int idx) {
+  lfut *fu = lua_touserdata(L, idx);
+  if (!fu || lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) < sizeof(lfut) ||
+      fu->magic != LFUT_MAGIC)
+    return NULL;
+  return fu;
+}
+
+static lfut *checkfut(lua_State *L, int idx, const char *fname) {
+  lfut *fu = lasync__tofut(L, idx);
+  if (!fu) luaL_error(L, "%s: expected a Future or Task, got %s", fname, luaL_typename(L, idx));
+  return fu;
+}
+
+static ltask *checktask(lua_State *L, int idx, const char *fname) {
+  lfut *fu = lasync__tofut(L, idx);
+  if (!fu || fu->kind != K_TASK) luaL_error(L, "%s: expected a Task, got %s", fname, luaL_typename(L, idx));
+  return (ltask *)fu;
+}
+
+static lfut *new_box(lua_State *L, lstate *S, size_t size, int nuv, int kind, int mt) {
+  lfut *fu = lua_newuserdatauv(L, size, nuv);
+  memset(fu, 0, size);
+  fu->magic = LFUT_MAGIC;
+  fu->kind = (unsigned char)kind;
+  fu->S = S;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, mt);
+  lua_setmetatable(L, -2);
+  return fu;
+}
+
+static void anchor(lua_State *L, lstate *S, int idx, int *ref) {
+  idx = lua_absindex(L, idx);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_pushvalue(L, idx);
+  *ref = luaL_ref(L, -2);
+  lua_pop(L, 1);
+}
+
+static void unanchor(lua_State *L, lstate *S, int *ref) {
+  if (*ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  luaL_unref(L, -1, *ref);
+  lua_pop(L, 1);
+  *ref = LUA_NOREF;
+}
+
+void lasync__push_taskname(lua_State *L, ltask *tk, int boxidx) {
+  if (boxidx && lua_getiuservalue(L, boxidx, LASYNC_UV_NAME) == LUA_TSTRING) return;
+  if (boxidx) lua_pop(L, 1);
+  lua_pushfstring(L, "Task-%I", tk->id);
+}
+
+/* The running task, if L is its own coroutine; a clear error otherwise. A plain coroutine
+ * inside a task cannot suspend the task: its yields belong to whoever resumed it. */
+static ltask *running_task(lua_State *L, lstate *S, const char *fname) {
+  ltask *cur = S->current;
+  if (cur && cur->co == L) return cur;
+  if (cur)
+    luaL_error(L, "%s: called inside a plain coroutine (coroutine.wrap/create) within a task; "
+                  "only the task's own coroutine can wait (call it outside the coroutine)", fname);
+  else if (S->loop)
+    luaL_error(L, "%s: called outside a task (in a callback?); spawn a task to wait", fname);
+  else
+    luaL_error(L, "%s: called outside a task (no loop is running: use lasync.run)", fname);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------------- outcomes */
+
+/* Pushes the values of a completed future (never raises for a DONE one). */
+static int push_values(lua_State *L, lfut *fu, int idx) {
+  if (fu->kind == K_TASK) {
+    ltask *tk = (ltask *)fu;
+    int n = fu->nres;
+    luaL_checkstack(L, n, "too many results");
+    lua_checkstack(tk->co, 1);
+    for (int i = 1; i <= n; i++) {
+      lua_pushvalue(tk->co, tk->resbase + i);
+      lua_xmove(tk->co, L, 1);
+    }
+    return n;
+  }
+  const las_value_t *v;
+  int n = las_future_values(fu->f, &v);
+  if (n >= 0) {
+    luaL_checkstack(L, n, "too many results");
+    for (int i = 0; i < n; i++) {
+      switch (v[i].type) {
+      case LAS_VBOOL: lua_pushboolean(L, v[i].u.b); break;
+      case LAS_VINT: lua_pushinteger(L, (lua_Integer)v[i].u.i); break;
+      case LAS_VNUM: lua_pushnumber(L, v[i].u.n); break;
+      case LAS_VSTR: lua_pushlstring(L, v[i].u.s.ptr, v[i].u.s.len); break;
+      case LAS_VPTR: lua_pushlightuserdata(L, v[i].u.p); break;
+      default: lua_pushnil(L); break;
+      }
+    }
+    return n;
+  }
+  n = fu->nres;
+  if (n == 0) return 0;
+  lua_getiuservalue(L, idx, LASYNC_UV_VALUES);
+  if (n == 1) return 1;
+  luaL_checkstack(L, n, "too many results");
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -n - 1);
+  return n;
+}
+
+/* Pushes the error of a failed future. */
+void lasync__push_errval(lua_State *L, lfut *fu, int idx) {
+  if (fu->kind == K_TASK) {
+    ltask *tk = (ltask *)fu;
+    lua_checkstack(tk->co, 1);
+    lua_pushvalue(tk->co, 1);
+    lua_xmove(tk->co, L, 1);
+  } else if (fu->kind == K_CFUTURE) {
+    const char *m = las_future_error_message(fu->f);
+    lua_pushstring(L, m ? m : "error");
+  } else {
+    lua_getiuservalue(L, idx, LASYNC_UV_VALUES);
+  }
+}
+
+/* Pushes a fresh CancelledError for awaiting the cancelled future at idx: it carries the
+ * message given to cancel(), if any. */
+static void push_cancelled(lua_State *L, lstate *S, lfut *fu, int idx) {
+  const char *msg = NULL;
+  if (fu->kind == K_TASK) {
+    ltask *tk = (ltask *)fu;
+    if (lua_type(tk->co, 1) == LUA_TTABLE) {
+      lua_getfield(tk->co, 1, "message");
+      lua_xmove(tk->co, L, 1);
+    } else {
+      lua_pushnil(L);
+    }
+  } else if (fu->kind == K_FUTURE) {
+    lua_getiuservalue(L, idx, LASYNC_UV_VALUES);
+  } else {
+    lua_pushnil(L);
+  }
+  msg = lua_tostring(L, -1);
+  lasync__push_error(L, S, S->cls_cancelled, msg ? msg : "cancelled");
+  lua_remove(L, -2);
+}
+
+/* Appends "awaited by <task> at <where>" to the traceback of a table error that crosses an
+ * await, so that the final report shows the chain of tasks. */
+static void annotate(lua_State *L, lstate *S, int erridx) {
+  ltask *cur = S->current;
+  if (!cur || lua_type(L, erridx) != LUA_TTABLE) return;
+  lua_Debug ar;
+  const char *where = "?";
+  char buf[256];
+  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+    snprintf(buf, sizeof buf, "%s:%d", ar.short_src, ar.currentline);
+    where = buf;
+  }
+  lua_getfield(L, erridx, "traceback");
+  const char *tb = lua_tostring(L, -1);
+  lua_pushfstring(L, "%s\n  awaited by Task-%I at %s", tb ? tb : "", cur->id, where);
+  lua_setfield(L, erridx, "traceback");
+  lua_pop(L, 1);
+}
+
+/* The outcome of a done future as the results of an await or result(): values, or the
+ * error raised, or a CancelledError. */
+int lasync__push_outcome(lua_State *L, lstate *S, lfut *fu, int idx) {
+  switch (las_future_state(fu->f)) {
+  case LAS_DONE:
+    fu->flags |= F_RETRIEVED;
+    return push_values(L, fu, idx);
+  case LAS_FAILED:
+    fu->flags |= F_RETRIEVED;
+    lasync__push_errval(L, fu, idx);
+    annotate(L, S, lua_gettop(L));
+    return lua_error(L);
+  case LAS_CANCELLED:
+    fu->flags |= F_RETRIEVED;
+    push_cancelled(L, S, fu, idx);
+    return lua_error(L);
+  default:
+    lasync__push_error(L, S, S->cls_invalid, "the future is not done yet");
+    return lua_error(L);
+  }
+}
+
+/* Raises the CancelledError a cancelled task sees at its await, with the task's cancel
+ * message. */
+static int raise_cancel(lua_State *L, lstate *S, ltask *tk) {
+  tk->base.flags |= F_CANCEL_SEEN;
+  const char *msg = NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, tk->ref);
+  lua_remove(L, -2);
+  if (lasync__tofut(L, -1) && lua_getiuservalue(L, -1, LASYNC_UV_EXTRA) == LUA_TSTRING) {
+    msg = lua_tostring(L, -1);
+  }
+  lasync__push_error(L, S, S->cls_cancelled, msg ? msg : "cancelled");
+  return lua_error(L);
+}
+
+/* ---------------------------------------------------------------------------------- tasks */
+
+static void task_done(lstate *S, ltask *tk, las_state_t st) {
+  las_future_complete(tk->base.f, st);
+  unanchor(S->runL, S, &tk->ref);
+}
+
+/* A task whose function raised: keep the error (with its traceback) at index 1 of the dead
+ * coroutine, close its pending to-be-closed variables, and complete the future. */
+static void task_failed(lstate *S, ltask *tk) {
+  lua_State *L = S->runL, *co = tk->co;
+  bool cancelled = is_instance(co, -1, S->cls_cancelled);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, tk->ref);
+  lua_remove(L, -2);
+  int box = lua_gettop(L);
+  if (!cancelled) {
+    lasync__safe_tostring(co, -1);
+    lua_xmove(co, L, 1);
+    lua_pushfstring(L, "Task-%I: %s", tk->id, lua_tostring(L, -1));
+    push_traceback(L, co, lua_tostring(L, -1), 0);
+    lua_remove(L, -2);
+    lua_remove(L, -2);
+    if (lua_type(co, -1) == LUA_TTABLE) {
+      lua_getfield(co, -1, "traceback");
+      bool has = !lua_isnil(co, -1);
+      lua_pop(co, 1);
+      if (!has) {
+        lua_pushvalue(L, -1);
+        lua_xmove(L, co, 1);
+        lua_setfield(co, -2, "traceback");
+      }
+    }
+    lua_setiuservalue(L, box, LASYNC_UV_EXTRA);
+  }
+  lasync__closethread(co, L);
+  if (lua_gettop(co) == 0) lua_pushnil(co);
+  lua_settop(co, 1);
+  if (!cancelled) {
+    tk->base.flags |= F_UNRETRIEVED;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->unretrieved);
+    lua_pushvalue(L, box);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  task_done(S, tk, cancelled ? LAS_CANCELLED : LAS_FAILED);
+}
+
+/* Reports (debug mode) a task that was handed a CancelledError, did not uncancel, and still
+ * returned normally: it swallowed the cancellation. */
+static void check_swallowed(lstate *S, ltask *tk) {
+  if (!S->debug || !(tk->base.flags & F_CANCEL_SEEN) || las_task_cancelling((las_task_t *)tk->base.f) == 0)
+    return;
+  lua_State *L = S->runL;
+  lua_pushfstring(L, "Task-%I caught CancelledError and went on (it returned normally after being "
+                     "cancelled; re-raise the error, or call task:uncancel() if that is deliberate)",
+                  tk->id);
+  lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
+  lua_pop(L, 1);
+}
+
+/* The core's step callback: resume the coroutine once, then read what it did. A yield that
+ * went through lasync left the task suspended on something; a bare yield gives up one
+ * iteration; a yield with values is a misuse, reported as the task's error. */
+static void task_step(las_task_t *t, void *ud) {
+  ltask *tk = ud;
+  lstate *S = tk->base.S;
+  lua_State *co = tk->co;
+  int nargs = 0, nres = 0;
+  if (!(tk->base.flags & F_STARTED)) {
+    tk->base.flags |= F_STARTED;
+    if (las_task_take_cancel(t)) {
+      /* Cancelled before its first step: the function never runs. */
+      lua_settop(co, 0);
+      lasync__push_error(co, S, S->cls_cancelled, "cancelled before it started");
+      task_failed(S, tk);
+      return;
+    }
+    nargs = lua_gettop(co) - 1;
+  }
+  ltask *prev = S->current;
+  S->current = tk;
+  int st = lua_resume(co, S->runL, nargs, &nres);
+  S->current = prev;
+  if (st == LUA_YIELD) {
+    lua_pop(co, nres);
+    if (las_task_suspended(t)) return;
+    if (nres == 0) {
+      las_task_schedule(t);
+      return;
+    }
+    lua_pushfstring(co, "Task-%I yielded %d value(s) to the loop: inside a task, use lasync.await/"
+                        "sleep to wait and coroutine.wrap for generators", tk->id, nres);
+    lasync__closethread(co, S->runL);
+    lua_settop(co, 0);
+    lasync__push_error(co, S, S->cls_invalid, "bad yield");
+    lua_pushfstring(co, "Task-%I yielded %d value(s) to the loop: inside a task, use lasync.await/"
+                        "sleep to wait and coroutine.wrap for generators", tk->id, nres);
+    lua_setfield(co, -2, "message");
+    task_failed(S, tk);
+    return;
+  }
+  if (st == LUA_OK) {
+    tk->base.nres = nres;
+    tk->resbase = lua_gettop(co) - nres;
+    check_swallowed(S, tk);
+    task_done(S, tk, LAS_DONE);
+    return;
+  }
+  task_failed(S, tk);
+}
+
+/* Creates a task running the callable at `fidx` with the `nargs` values after it, anchored
+ * until it finishes, and schedules its first step. Leaves the Task on the stack. */
+static ltask *spawn_at(lua_State *L, lstate *S, int fidx, int nargs) {
+  ltask *tk = (ltask *)new_box(L, S, sizeof(ltask), 3, K_TASK, S->mt_task);
+  tk->ref = LUA_NOREF;
+  lua_State *co = lua_newthread(L);
+  tk->co = co;
+  lua_setiuservalue(L, -2, LASYNC_UV_THREAD);
+  lua_checkstack(co, nargs + 1);
+  for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fidx + i);
+  lua_xmove(L, co, nargs + 1);
+  las_task_t *t = las_task_new(S->loop, task_step, tk);
+  if (!t) luaL_error(L, "lasync.spawn: out of memory");
+  tk->base.f = las_task_future(t);
+  tk->id = atomic_fetch_add(&task_counter, 1) + 1;
+  anchor(L, S, -1, &tk->ref);
+  if (las_task_schedule(t)) luaL_error(L, "lasync.spawn: out of memory");
+  return tk;
+}
+
+void lasync__check_callable(lua_State *L, int idx, const char *fname) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  luaL_error(L, "%s: expected a function, got %s", fname, luaL_typename(L, idx));
+}
+
+static int l_spawn(lua_State *L) {
+  lstate *S = getS(L);
+  lasync__check_callable(L, 1, "lasync.spawn");
+  if (!S->loop) return luaL_error(L, "lasync.spawn: no loop is running (call it inside lasync.run)");
+  spawn_at(L, S, 1, lua_gettop(L) - 1);
+  return 1;
+}
+
+/* Exposed for lasync.run: spawn the main task. */
+ltask *lasync__spawn_main(lua_State *L, lstate *S, int fidx, int nargs) {
+  return spawn_at(L, S, fidx, nargs);
+}
+
+static int l_current_task(lua_State *L) {
+  lstate *S = getS(L);
+  if (!S->current) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, S->current->ref);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------------------- await */
+
+static int await_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  lstate *S = getS(L);
+  return lasync__push_outcome(L, S, lasync__tofut(L, 1), 1);
+}
+
+static int ret_all_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return lua_gettop(L) - (int)ctx;
+}
+
+static int l_await(lua_State *L) {
+  lstate *S = getS(L);
+  ltask *cur = running_task(L, S, "lasync.await");
+  lfut *fu = lasync__tofut(L, 1);
+  if (!fu) {
+    if (lua_isnoneornil(L, 1) || luaL_getmetafield(L, 1, "__await") == LUA_TNIL)
+      return luaL_error(L, "lasync.await: expected a Future, a Task or a value with __await, got %s",
+                        luaL_typename(L, 1));
+    /* __await(obj) runs in this task and may itself wait; its results are the await's. */
+    lua_pushvalue(L, 1);
+    int base = lua_gettop(L) - 2;
+    lua_callk(L, 1, LUA_MULTRET, base, ret_all_k);
+    return ret_all_k(L, LUA_OK, base);
+  }
+  if (las_future_state(fu->f) != LAS_PENDING) return lasync__push_outcome(L, S, fu, 1);
+  if (fu->f == cur->base.f) return luaL_error(L, "lasync.await: a task cannot await itself");
+  if (las_future_loop(fu->f) != S->loop)
+    return luaL_error(L, "lasync.await: the future belongs to another loop (one from an earlier lasync.run?)");
+  int rc = las_task_wait((las_task_t *)cur->base.f, fu->f);
+  if (rc) return luaL_error(L, "lasync.await: %s", las_strerror(rc));
+  lua_settop(L, 1);
+  return lua_yieldk(L, 0, 0, await_k);
+}
+
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  lstate *S = getS(L);
+  ltask *cur = S->current;
+  if (las_task_take_cancel((las_task_t *)cur->base.f)) return raise_cancel(L, S, cur);
+  return lua_gettop(L) - 1;
+}
+
+static int l_sleep(lua_State *L) {
+  lstate *S = getS(L);
+  ltask *cur = running_task(L, S, "lasync.sleep");
+  lua_Number d = luaL_checknumber(L, 1);
+  if (d != d) return luaL_error(L, "lasync.sleep: the delay is NaN");
+  las_task_t *t = (las_task_t *)cur->base.f;
+  int rc = d <= 0 ? las_task_schedule(t) : las_task_sleep_until(t, las_loop_time(S->loop) + d);
+  if (rc) return luaL_error(L, "lasync.sleep: %s", las_strerror(rc));
+  return lua_yieldk(L, 0, 0, sleep_k);
+}
+
+/* -------------------------------------------------------------------------------- futures */
+
+static int l_future(lua_State *L) {
+  lstate *S = getS(L);
+  if (!S->loop) return luaL_error(L, "lasync.future: no loop is running (call it inside lasync.run)");
+  lfut *fu = new_box(L, S, sizeof(lfut), 1, K_FUTURE, S->mt_future);
+  fu->f = las_future_new(S->loop);
+  if (!fu->f) return luaL_error(L, "lasync.future: out of memory");
+  return 1;
+}
+
+static void check_settable(lua_State *L, lstate *S, lfut *fu, const char *fname) {
+  if (fu->kind == K_TASK)
+    luaL_error(L, "%s: a task's outcome comes from its function; it cannot be set", fname);
+  if (las_future_state(fu->f) != LAS_PENDING) {
+    lua_pushfstring(L, "%s: the future is already done (its outcome was set twice?)", fname);
+    lasync__push_error(L, S, S->cls_invalid, lua_tostring(L, -1));
+    lua_error(L);
+  }
+}
+
+/* Converts the Lua values from idx on into C values for a future a host created. */
+static int set_cvalues(lua_State *L, lfut *fu, int first) {
+  int n = lua_gettop(L) - first + 1;
+  las_value_t vals[16];
+  if (n > 16) return luaL_error(L, "Future.set_result: a C future takes at most 16 values");
+  for (int i = 0; i < n; i++) {
+    int idx = first + i;
+    memset(&vals[i], 0, sizeof vals[i]);
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: vals[i].type = LAS_VNIL; break;
+    case LUA_TBOOLEAN: vals[i].type = LAS_VBOOL; vals[i].u.b = lua_toboolean(L, idx); break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) { vals[i].type = LAS_VINT; vals[i].u.i = lua_tointeger(L, idx); }
+      else { vals[i].type = LAS_VNUM; vals[i].u.n = lua_tonumber(L, idx); }
+      break;
+    case LUA_TSTRING:
+      vals[i].type = LAS_VSTR;
+      vals[i].u.s.ptr = lua_tolstring(L, idx, &vals[i].u.s.len);
+      break;
+    case LUA_TLIGHTUSERDATA: vals[i].type = LAS_VPTR; vals[i].u.p = lua_touserdata(L, idx); break;
+    default:
+      return luaL_error(L, "Future.set_result: a C future takes nil, booleans, numbers, strings "
+                           "and light userdata, not %s", luaL_typename(L, idx));
+    }
+  }
+  int rc = las_future_set_values(fu->f, vals, n);
+  if (rc) return luaL_error(L, "Future.set_result: %s", las_strerror(rc));
+  return 0;
+}
+
+static int f_set_result(lua_State *L) {
+  lstate *S = getS(L);
+  lfut *fu = checkfut(L, 1, "Future.set_result");
+  check_settable(L, S, fu, "Future.set_result");
+  if (fu->kind == K_CFUTURE) return set_cvalues(L, fu, 2);
+  int n = lua_gettop(L) - 1;
+  if (n == 1) {
+    lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
+  } else if (n > 1) {
+    lua_createtable(L, n, 0);
+    lua_insert(L, 2);
+    for (int i = n; i >= 1; i--) lua_rawseti(L, 2, i);
+    lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
+  }
+  fu->nres = n;
+  las_future_complete(fu->f, LAS_DONE);
+  return 0;
+}
+
+static int f_set_error(lua_State *L) {
+  lstate *S = getS(L);
+  lfut *fu = checkfut(L, 1, "Future.set_error");
+  check_settable(L, S, fu, "Future.set_error");
+  if (lua_isnoneornil(L, 2)) return luaL_error(L, "Future.set_error: the error must not be nil");
+  if (fu->kind == K_CFUTURE) {
+    lasync__safe_tostring(L, 2);
+    las_future_set_error(fu->f, lua_tostring(L, -1));
+    return 0;
+  }
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
+  fu->flags |= F_UNRETRIEVED;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->unretrieved);
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  las_future_complete(fu->f, LAS_FAILED);
+  return 0;
+}
+
+static int f_cancel(lua_State *L) {
+  lfut *fu = checkfut(L, 1, "Future.cancel");
+  if (las_future_state(fu->f) != LAS_PENDING) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checkstring(L, 2);
+    lua_settop(L, 2);
+    lua_setiuservalue(L, 1, fu->kind == K_TASK ? LASYNC_UV_EXTRA : LASYNC_UV_VALUES);
+  }
+  lua_pushboolean(L, las_future_cancel(fu->f));
+  return 1;
+}
+
+static int f_done(lua_State *L) {
+  lfut *fu = checkfut(L, 1, "Future.done");
+  lua_pushboolean(L, las_future_state(fu->f) != LAS_PENDING);
+  return 1;
+}
+
+static int f_cancelled(lua_State *L) {
+  lfut *fu = checkfut(L, 1, "Future.cancelled");
+  lua_pushboolean(L, las_future_state(fu->f) == LAS_CANCELLED);
+  return 1;
+}
+
+static int f_result(lua_State *L) {
+  lstate *S = getS(L);
+  lfut *fu = checkfut(L, 1, "Future.result");
+  if (las_future_state(fu->f) == LAS_PENDING) {
+    lasync__push_error(L, S, S->cls_invalid, "Future.result: the result is not set yet");
+    return lua_error(L);
+  }
+  lua_settop(L, 1);
+  return lasync__push_outcome(L, S, fu, 1);
+}
+
+static int f_error(lua_State *L) {
+  lstate *S = getS(L);
+  lfut *fu = checkfut(L, 1, "Future.error");
+  switch (las_future_state(fu->f)) {
+  case LAS_PENDING:
+    lasync__push_error(L, S, S->cls_invalid, "Future.error: the future is not done yet");
+    return lua_error(L);
+  case LAS_FAILED:
+    fu->flags |= F_RETRIEVED;
+    lasync__push_errval(L, fu, 1);
+    return 1;
+  case LAS_CANCELLED:
+    fu->flags |= F_RETRIEVED;
+    push_cancelled(L, S, fu, 1);
+    return lua_error(L);
+  default:
+    return 0;
+  }
+}
+
+/* Lua done callbacks: each registration anchors {fn, future} and passes the anchor's ref as
+ * the core callback's word, so removal can find it by function. */
+static void lua_done_cb(void *a, void *b) {
+  las_future_t *f = b;
+  lstate *S = las_loop_get_data(las_future_loop(f));
+  lua_State *L = S->runL;
+  int ref = (int)(intptr_t)a;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, ref);
+  luaL_unref(L, -2, ref);
+  lua_remove(L, -2);
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -2, 2);
+  lua_remove(L, -3);
+  int base = lua_gettop(L) - 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->tbfunc);
+  lua_insert(L, base);
+  if (lua_pcall(L, 1, 0, base) != LUA_OK) {
+    lasync__report(L, S, "Exception in a done callback", lua_gettop(L), 0, NULL);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static int f_add_done_callback(lua_State *L) {
+  lstate *S = getS(L);
+  lfut *fu = checkfut(L, 1, "Future.add_done_callback");
+  lasync__check_callable(L, 2, "Future.add_done_callback");
+  if (las_loop_get_data(las_future_loop(fu->f)) != S || !S->loop)
+    return luaL_error(L, "Future.add_done_callback: the future's loop is not running");
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 2);
+  int ref;
+  anchor(L, S, -1, &ref);
+  int rc = las_future_add_callback(fu->f, lua_done_cb, (void *)(intptr_t)ref);
+  if (rc) {
+    unanchor(L, S, &ref);
+    return luaL_error(L, "Future.add_done_callback: %s", las_strerror(rc));
+  }
+  return 0;
+}
+
+static int f_remove_done_callback(lua_State *L) {
+  lstate *S = getS(L);
+  lfut *fu = checkfut(L, 1, "Future.remove_done_callback");
+  int removed = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  for (int i = las_future_callback_count(fu->f) - 1; i >= 0; i--) {
+    las_cb cb;
+    void *a;
+    las_future_callback_at(fu->f, i, &cb, &a);
+    if (cb != lua_done_cb) continue;
+    int ref = (int)(intptr_t)a;
+    lua_rawgeti(L, -1, ref);
+    lua_rawgeti(L, -1, 1);
+    bool same = lua_rawequal(L, -1, 2);
+    lua_pop(L, 2);
+    if (same) {
+      las_future_remove_callback(fu->f, cb, a);
+      luaL_unref(L, -1, ref);
+      removed++;
+    }
+  }
+  lua_pushinteger(L, removed);
+  return 1;
+}
+
+static int f_tostring(lua_State *L) {
+  lfut *fu = checkfut(L, 1, "tostring");
+  static const char *names[] = {"pending", "done", "failed", "cancelled"};
+  const char *st = names[las_future_state(fu->f)];
+  if (fu->kind == K_TASK) {
+    lasync__push_taskname(L, (ltask *)fu, 1);
+    lua_pushfstring(L, "Task<%s %s>", lua_tostring(L, -1), st);
+  } else {
+    lua_pushfstring(L, "Future<%s>", st);
+  }
+  return 1;
+}
+
+/* Collection: report an error nobody retrieved (once), and in debug mode a task destroyed
+ * while still pending; then drop the box's reference on the C object. */
+static int f_gc(lua_State *L) {
+  lfut *fu = lasync__tofut(L, 1);
+  if (!fu || !fu->f) return 0;
+  lstate *S = fu->S;
+  if (las_future_state(fu->f) == LAS_FAILED && !(fu->flags & (F_RETRIEVED | F_REPORTED))) {
+    fu->flags |= F_REPORTED;
+    lasync__push_errval(L, fu, 1);
+    lasync__report(L, S, fu->kind == K_TASK ? "Task exception was never retrieved"
+                                             : "Future exception was never retrieved",
+                   lua_gettop(L), 1, NULL);
+    lua_pop(L, 1);
+  } else if (fu->kind == K_TASK && las_future_state(fu->f) == LAS_PENDING && S->debug) {
+    ltask *tk = (ltask *)fu;
+    lua_pushfstring(L, "Task-%I was destroyed but it is pending", tk->id);
+    lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
+    lua_pop(L, 1);
+  }
+  las_future_unref(fu->f);
+  fu->f = NULL;
+  return 0;
+}
+
+static int f_await(lua_State *L) {
+  checkfut(L, 1, "Future.await");
+  lua_settop(L, 1);
+  return l_await(L);
+}
+
+/* ---------------------------------------------------------------------------- task methods */
+
+static int t_get_name(lua_State *L) {
+  ltask *tk = checktask(L, 1, "Task.get_name");
+  lasync__push_taskname(L, tk, 1);
+  return 1;
+}
+
+static int t_set_name(lua_State *L) {
+  checktask(L, 1, "Task.set_name");
+  luaL_tolstring(L, 2, NULL);
+  lua_setiuservalue(L, 1, LASYNC_UV_NAME);
+  return 0;
+}
+
+static int t_cancelling(lua_State *L) {
+  ltask *tk = checktask(L, 1, "Task.cancelling");
+  lua_pushinteger(L, las_task_cancelling((las_task_t *)tk->base.f));
+  return 1;
+}
+
+static int t_uncancel(lua_State *L) {
+  ltask *tk = checktask(L, 1, "Task.uncancel");
+  lua_pushinteger(L, las_task_uncancel((las_task_t *)tk->base.f));
+  return 1;
+}
+
+/* ----------------------------------------------------------------------------- embedding */
+
+static char STATE_KEY;
+
+lstate *lasync__state(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  lstate *S = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return S;
+}
+
+las_loop_t *lasync_getloop(lua_State *L) {
+  lstate *S = lasync__state(L);
+  return S ? S->loop : NULL;
+}
+
+lua_State *lasync_loopstate(las_loop_t *loop) {
+  lstate *S = las_loop_get_data(loop);
+  return S ? S->runL : NULL;
+}
+
+las_future_t *lasync_tofuture(lua_State *L, int idx) {
+  lfut *fu = lasync__tofut(L, idx);
+  return fu ? fu->f : NULL;
+}
+
+void lasync_pushfuture(lua_State *L, las_future_t *f) {
+  lstate *S = lasync__state(L);
+  if (!S) luaL_error(L, "lasync_pushfuture: lasync is not open in this state");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->cfuts);
+  if (lua_rawgetp(L, -1, f) == LUA_TUSERDATA) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  lfut *fu;
+  if (las_future_is_task(f)) {
+    lua_pop(L, 1);
+    luaL_error(L, "lasync_pushfuture: C tasks cannot be pushed");
+  }
+  fu = new_box(L, S, sizeof(lfut), 1, K_CFUTURE, S->mt_future);
+  las_future_ref(f);
+  fu->f = f;
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, -3, f);
+  lua_remove(L, -2);
+}
+
+void lasync_report_error(lua_State *L, int idx, const char *what) {
+  lstate *S = lasync__state(L);
+  idx = lua_absindex(L, idx);
+  lua_pushfstring(L, "Exception in %s", what ? what : "a C callback");
+  lasync__report(L, S, lua_tostring(L, -1), idx, 0, NULL);
+  lua_pop(L, 1);
+}
+
+/* ----------------------------------------------------------------------------- the module */
+
+/* Message handler for callbacks whose errors are only reported: tables keep their own
+ * traceback field; anything else becomes its text with the traceback appended. */
+static int tb_handler(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) return 1;
+  lasync__safe_tostring(L, 1);
+  luaL_traceback(L, L, lua_tostring(L, -1), 1);
+  return 1;
+}
+
+static int state_gc(lua_State *L) {
+  lstate *S = lua_touserdata(L, 1);
+  if (S->loop) {
+    las_loop_destroy(S->loop);
+    S->loop = NULL;
+  }
+  return 0;
+}
+
+static const luaL_Reg future_methods[] = {
+  {"set_result", f_set_result}, {"set_error", f_set_error}, {"cancel", f_cancel},
+  {"done", f_done}, {"cancelled", f_cancelled}, {"result", f_result}, {"error", f_error},
+  {"add_done_callback", f_add_done_callback}, {"remove_done_callback", f_remove_done_callback},
+  {"await", f_await}, {NULL, NULL}};
+
+static const luaL_Reg task_methods[] = {
+  {"get_name", t_get_name}, {"set_name", t_set_name}, {"cancelling", t_cancelling},
+  {"uncancel", t_uncancel}, {NULL, NULL}};
+
+static int make_mt(lua_State *L, lstate *S, const char *name, const luaL_Reg *m1,
+                   const luaL_Reg *m2) {
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  lua_createtable(L, 0, 16);
+  lua_pushlightuserdata(L, S);
+  luaL_setfuncs(L, m1, 1);
+  if (m2) {
+    lua_pushlightuserdata(L, S);
+    luaL_setfuncs(L, m2, 1);
+  }
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, f_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, f_gc);
+  lua_setfield(L, -2, "__gc");
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int new_weak(lua_State *L, const char *mode) {
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static lstate *open_state(lua_State *L) {
+  lstate *S = lasync__state(L);
+  if (S) return S;
+  S = lua_newuserdatauv(L, sizeof *S, 0);
+  memset(S, 0, sizeof *S);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  S->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  lua_newtable(L);
+  S->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  S->mt_future = make_mt(L, S, "lasync.Future", future_methods, NULL);
+  S->mt_task = make_mt(L, S, "lasync.Task", future_methods, task_methods);
+  S->cls_cancelled = make_class(L, "CancelledError");
+  lua_pop(L, 1);
+  S->cls_timeout = make_class(L, "TimeoutError");
+  lua_pop(L, 1);
+  S->cls_invalid = make_class(L, "InvalidStateError");
+  lua_pop(L, 1);
+  S->unretrieved = new_weak(L, "k");
+  S->cfuts = new_weak(L, "v");
+  S->handler = LUA_NOREF;
+  S->loopbox = LUA_NOREF;
+  S->slow = 0.1;
+  lua_pushcfunction(L, tb_handler);
+  S->tbfunc = luaL_ref(L, LUA_REGISTRYINDEX);
+  lasync__open_loop(L, S);
+  return S;
+}
+
+static const luaL_Reg module_funcs[] = {
+  {"spawn", l_spawn}, {"await", l_await}, {"sleep", l_sleep}, {"future", l_future},
+  {"current_task", l_current_task}, {"is_cancelled", l_is_cancelled},
+  {"is_timeout", l_is_timeout}, {"run", lasync__run}, {"get_loop", lasync__get_loop},
+  {NULL, NULL}};
+
+extern const struct lasync_embedded { const char *name, *chunkname, *src; size_t size; } lasync_embedded[];
+
+/* The pure-Lua layer ships inside the module: register each file in package.preload, then
+ * let the installers (combinators, sync) add their functions to the module table. */
+static void load_embedded(lua_State *L, int mod) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const struct lasync_embedded *e = lasync_embedded; e->name; e++) {
+    if (luaL_loadbuffer(L, e->src, e->size, e->chunkname) != LUA_OK) lua_error(L);
+    lua_setfield(L, -2, e->name);
+  }
+  lua_pop(L, 1);
+  static const char *installers[] = {"lasync.combinators", "lasync.sync", NULL};
+  for (int i = 0; installers[i]; i++) {
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    int found = lua_getfield(L, -1, installers[i]) != LUA_TNIL;
+    lua_pop(L, 2);
+    if (!found) continue;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, installers[i]);
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, mod);
+    lua_call(L, 1, 0);
+  }
+}
+
+int lasync_open(lua_State *L) {
+  lstate *S = open_state(L);
+  lua_createtable(L, 0, 40);
+  int mod = lua_gettop(L);
+  lua_pushlightuserdata(L, S);
+  luaL_setfuncs(L, module_funcs, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->cls_cancelled);
+  lua_setfield(L, mod, "CancelledError");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->cls_timeout);
+  lua_setfield(L, mod, "TimeoutError");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->cls_invalid);
+  lua_setfield(L, mod, "InvalidStateError");
+  lua_pushliteral(L, "0.1.0");
+  lua_setfield(L, mod, "_VERSION");
+  /* Loaded modules see lasync as already required while their installers run. */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, mod);
+  lua_setfield(L, -2, "lasync");
+  lua_pop(L, 1);
+  load_embedded(L, mod);
+  lua_settop(L, mod);
+  return 1;
+}

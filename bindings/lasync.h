@@ -1,0 +1,46 @@
+/*
+ * lasync.h - the embedding API: core/las.h plus what a host needs to open lasync in a
+ * lua_State, hand scripts C futures and find the loop a state is running.
+ *
+ * A host typically:
+ *   luaL_requiref(L, "lasync", lasync_open, 1);   -- or package.preload
+ *   ... in a script: lasync.run(main) ...
+ * and, from a Lua-called C function on the loop thread:
+ *   las_future_t *f = las_future_new(lasync_getloop(L));
+ *   las_future_hold_loop(f);          -- a worker thread will finish it
+ *   lasync_pushfuture(L, f);          -- the script awaits it
+ *   hand f to a worker, which calls las_future_post_values(f, vals, n) (consumes its ref)
+ */
+#ifndef LASYNC_H
+#define LASYNC_H
+
+#include "las.h"
+#include <lua.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Opens the lasync module (what `require "lasync"` returns) and leaves it on the stack. */
+int lasync_open(lua_State *L);
+
+/* The loop running in L's state (inside lasync.run), or NULL. */
+las_loop_t *lasync_getloop(lua_State *L);
+/* The lua_State whose lasync.run drives the loop (for running Lua from C callbacks on the
+ * loop thread), or NULL for a loop that is not lasync's. */
+lua_State *lasync_loopstate(las_loop_t *loop);
+
+/* Pushes the Lua object for a C future (the same object each time for the same future).
+ * It takes its own reference; the caller keeps its own. */
+void lasync_pushfuture(lua_State *L, las_future_t *f);
+/* The C future behind the Future or Task at idx, or NULL. Borrowed. */
+las_future_t *lasync_tofuture(lua_State *L, int idx);
+
+/* Hands the error value at idx to the running loop's exception handler (stderr by default),
+ * never dropping it; `what` says where it came from (e.g. "ffi callback"). Pops nothing. */
+void lasync_report_error(lua_State *L, int idx, const char *what);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,87 @@
+/* lasync_int.h - internals shared by the binding's files (not installed). */
+#ifndef LASYNC_INT_H
+#define LASYNC_INT_H
+
+#include "lasync.h"
+#include <lauxlib.h>
+#include <stdbool.h>
+
+#if LUA_VERSION_RELEASE_NUM >= 50406
+#define lasync__closethread(co, from) lua_closethread(co, from)
+#else
+#define lasync__closethread(co, from) lua_resetthread(co)
+#endif
+
+#define LFUT_MAGIC 0x6c617366u
+
+enum { K_FUTURE = 1, K_CFUTURE, K_TASK };
+enum {
+  F_RETRIEVED = 1,   /* the error (or result) was looked at */
+  F_REPORTED = 2,    /* an unretrieved error was reported already */
+  F_STARTED = 4,     /* a task's function has been entered */
+  F_CANCEL_SEEN = 8, /* a CancelledError was raised inside the task */
+  F_UNRETRIEVED = 16 /* failed, and listed for the report at loop close */
+};
+
+typedef struct lstate lstate;
+
+/* Common head of Future and Task boxes; the magic lets a type check skip metatables. */
+typedef struct {
+  uint32_t magic;
+  unsigned char kind;
+  unsigned char flags;
+  int nres;
+  las_future_t *f;
+  lstate *S;
+} lfut;
+
+typedef struct {
+  lfut base;
+  lua_State *co;
+  int ref;     /* anchor while pending */
+  int resbase; /* results start above this index of co's stack */
+  lua_Integer id;
+} ltask;
+
+typedef struct {
+  las_loop_t *loop;
+  lstate *S;
+} lloop;
+
+/* Per-universe state: one per main lua_State, an upvalue of every module function. */
+struct lstate {
+  lua_State *L;
+  lua_State *runL; /* the thread inside lasync.run, from which tasks are resumed */
+  las_loop_t *loop;
+  ltask *current;
+  ltask *main;
+  int anchors; /* registry refs */
+  int mt_future, mt_task, mt_loop, mt_handle;
+  int cls_cancelled, cls_timeout, cls_invalid;
+  int unretrieved, cfuts, handler, loopbox, tbfunc;
+  bool debug;
+  double slow;
+};
+
+#define LASYNC_UV_VALUES 1 /* Future box: its value(s) or error or cancel message */
+#define LASYNC_UV_THREAD 1 /* Task box: its coroutine */
+#define LASYNC_UV_NAME 2   /* Task box: its name, if set */
+#define LASYNC_UV_EXTRA 3  /* Task box: cancel message, then the traceback of its error */
+
+lstate *lasync__state(lua_State *L);
+lfut *lasync__tofut(lua_State *L, int idx);
+void lasync__push_error(lua_State *L, lstate *S, int cls, const char *msg);
+void lasync__report(lua_State *L, lstate *S, const char *message, int erridx, int objidx,
+                    const char *traceback);
+void lasync__safe_tostring(lua_State *L, int idx);
+void lasync__push_taskname(lua_State *L, ltask *tk, int boxidx);
+void lasync__open_loop(lua_State *L, lstate *S);
+int lasync__run(lua_State *L);
+void lasync__drain_unretrieved(lua_State *L, lstate *S);
+int lasync__push_outcome(lua_State *L, lstate *S, lfut *fu, int idx);
+void lasync__push_errval(lua_State *L, lfut *fu, int idx);
+void lasync__check_callable(lua_State *L, int idx, const char *fname);
+ltask *lasync__spawn_main(lua_State *L, lstate *S, int fidx, int nargs);
+int lasync__get_loop(lua_State *L);
+
+#endif

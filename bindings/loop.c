@@ -1,0 +1,537 @@
+/* loop.c - lasync.run, the loop object, call_soon/call_later handles, error reports. */
+#include "lasync_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define getS(L) ((lstate *)lua_touserdata(L, lua_upvalueindex(1)))
+
+typedef struct {
+  las_timer_t *timer;
+  lstate *S;
+  int ref;
+  bool cancelled, done;
+  double when;
+} lhandle;
+
+/* ------------------------------------------------------------------------------ reporting */
+
+/* Default exception handler: everything on stderr, never lost. */
+static void report_default(lua_State *L, const char *message, int erridx, const char *tb) {
+  fprintf(stderr, "lasync: %s\n", message);
+  if (erridx) {
+    lasync__safe_tostring(L, erridx);
+    fprintf(stderr, "  error: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (!tb && lua_type(L, erridx) == LUA_TTABLE) {
+      lua_getfield(L, erridx, "traceback");
+      if (lua_type(L, -1) == LUA_TSTRING) fprintf(stderr, "%s\n", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  if (tb) fprintf(stderr, "%s\n", tb);
+  fflush(stderr);
+}
+
+/* Sends one report to the loop's exception handler as an asyncio-style context table
+ * {message=, error=, future= or task=, traceback=}; if the handler itself fails, both the
+ * report and the handler's error go to stderr. */
+void lasync__report(lua_State *L, lstate *S, const char *message, int erridx, int objidx,
+                    const char *traceback) {
+  if (erridx) erridx = lua_absindex(L, erridx);
+  if (objidx) objidx = lua_absindex(L, objidx);
+  lfut *fu = objidx ? lasync__tofut(L, objidx) : NULL;
+  if (!traceback && fu && fu->kind == K_TASK &&
+      lua_getiuservalue(L, objidx, LASYNC_UV_EXTRA) == LUA_TSTRING) {
+    traceback = lua_tostring(L, -1); /* stays on the stack while used */
+  } else if (!traceback && fu && fu->kind == K_TASK) {
+    lua_pop(L, 1);
+  }
+  if (S && S->handler != LUA_NOREF && S->loop) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->handler);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->loopbox);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    if (erridx) {
+      lua_pushvalue(L, erridx);
+      lua_setfield(L, -2, "error");
+    }
+    if (fu) {
+      lua_pushvalue(L, objidx);
+      lua_setfield(L, -2, fu->kind == K_TASK ? "task" : "future");
+    }
+    if (traceback) {
+      lua_pushstring(L, traceback);
+      lua_setfield(L, -2, "traceback");
+    }
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK) goto out;
+    report_default(L, message, erridx, traceback);
+    report_default(L, "the exception handler failed", lua_gettop(L), NULL);
+    lua_pop(L, 1);
+    goto out;
+  }
+  report_default(L, message, erridx, traceback);
+out:
+  if (fu && fu->kind == K_TASK && traceback && lua_type(L, -1) == LUA_TSTRING &&
+      lua_tostring(L, -1) == traceback)
+    lua_pop(L, 1);
+}
+
+/* Reports every failed future or task whose error nobody retrieved. */
+void lasync__drain_unretrieved(lua_State *L, lstate *S) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->unretrieved);
+  int set = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, set)) {
+    lua_pop(L, 1);
+    lfut *fu = lasync__tofut(L, -1);
+    if (fu && fu->f && (fu->flags & F_UNRETRIEVED) && !(fu->flags & (F_RETRIEVED | F_REPORTED))) {
+      fu->flags |= F_REPORTED;
+      lasync__push_errval(L, fu, lua_gettop(L));
+      lasync__report(L, S, fu->kind == K_TASK ? "Task exception was never retrieved"
+                                               : "Future exception was never retrieved",
+                     -1, -2, NULL);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawseti(L, LUA_REGISTRYINDEX, S->unretrieved);
+}
+
+/* Debug mode's slow-callback report: name the task and where it now stands. */
+static void slow_hook(las_loop_t *loop, las_task_t *t, double secs) {
+  lstate *S = las_loop_get_data(loop);
+  lua_State *L = S->runL;
+  if (t) {
+    ltask *tk = las_task_data(t);
+    lua_Debug ar;
+    const char *state = las_future_state(las_task_future(t)) == LAS_PENDING ? "suspended at" : "finished;";
+    int level = 0;
+    bool found = false;
+    for (; lua_getstack(tk->co, level, &ar); level++)
+      if (lua_getinfo(tk->co, "Sl", &ar) && ar.currentline > 0) { found = true; break; }
+    if (found)
+      lua_pushfstring(L, "Executing Task-%I took %.3f seconds (%s %s:%d)", tk->id, secs, state,
+                      ar.short_src, ar.currentline);
+    else
+      lua_pushfstring(L, "Executing Task-%I took %.3f seconds", tk->id, secs);
+  } else {
+    lua_pushfstring(L, "Executing a callback took %.3f seconds", secs);
+  }
+  lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
+  lua_pop(L, 1);
+}
+
+static void apply_debug(lstate *S, double slow) {
+  if (S->loop) las_loop_set_debug(S->loop, S->debug, slow, slow_hook);
+}
+
+/* -------------------------------------------------------------------------------- handles */
+
+/* A call_soon/call_later callback: the handle stays anchored until this runs (or its timer
+ * is stopped), so its memory is valid here whatever Lua collected meanwhile. */
+static void handle_cb(void *a, void *b) {
+  (void)b;
+  lhandle *h = a;
+  lstate *S = h->S;
+  lua_State *L = S->runL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, h->ref);
+  luaL_unref(L, -2, h->ref);
+  h->ref = LUA_NOREF;
+  lua_remove(L, -2);
+  if (h->cancelled) {
+    lua_pop(L, 1);
+    return;
+  }
+  h->done = true;
+  int base = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->tbfunc);
+  lua_getiuservalue(L, base, 1);
+  int n = (int)luaL_len(L, -1);
+  luaL_checkstack(L, n, "too many arguments");
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, base + 2, i);
+  lua_remove(L, base + 2);
+  if (lua_pcall(L, n - 1, 0, base + 1) != LUA_OK) {
+    lasync__report(L, S, "Exception in callback", -1, 0, NULL);
+  }
+  lua_settop(L, base - 1);
+}
+
+static lloop *checkloop(lua_State *L, lstate *S, const char *fname) {
+  lloop *lb = luaL_checkudata(L, 1, "lasync.Loop");
+  if (!lb->loop || lb->loop != S->loop) luaL_error(L, "%s: the loop is closed", fname);
+  return lb;
+}
+
+/* Builds the handle and anchors it; the callable and its arguments live in a table. */
+static lhandle *new_handle(lua_State *L, lstate *S, int fidx, const char *fname) {
+  if (lua_type(L, fidx) != LUA_TFUNCTION && luaL_getmetafield(L, fidx, "__call") == LUA_TNIL)
+    luaL_error(L, "%s: expected a function, got %s", fname, luaL_typename(L, fidx));
+  else if (lua_type(L, fidx) != LUA_TFUNCTION)
+    lua_pop(L, 1);
+  int n = lua_gettop(L) - fidx + 1;
+  lhandle *h = lua_newuserdatauv(L, sizeof *h, 1);
+  memset(h, 0, sizeof *h);
+  h->S = S;
+  h->ref = LUA_NOREF;
+  luaL_setmetatable(L, "lasync.Handle");
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushvalue(L, fidx + i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setiuservalue(L, -2, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_pushvalue(L, -2);
+  h->ref = luaL_ref(L, -2);
+  lua_pop(L, 1);
+  return h;
+}
+
+static int loop_call_soon(lua_State *L) {
+  lstate *S = getS(L);
+  lloop *lb = checkloop(L, S, "loop:call_soon");
+  lhandle *h = new_handle(L, S, 2, "loop:call_soon");
+  h->when = -1;
+  int rc = las_call_soon(lb->loop, handle_cb, h, NULL);
+  if (rc) return luaL_error(L, "loop:call_soon: %s", las_strerror(rc));
+  return 1;
+}
+
+static int call_at(lua_State *L, lstate *S, lloop *lb, double when, const char *fname) {
+  if (when != when) return luaL_error(L, "%s: the time is NaN", fname);
+  lhandle *h = new_handle(L, S, 3, fname);
+  h->when = when;
+  h->timer = las_timer_new(lb->loop);
+  int rc = h->timer ? las_timer_start(h->timer, when, handle_cb, h, NULL) : LAS_ENOMEM;
+  if (rc) return luaL_error(L, "%s: %s", fname, las_strerror(rc));
+  return 1;
+}
+
+static int loop_call_later(lua_State *L) {
+  lstate *S = getS(L);
+  lloop *lb = checkloop(L, S, "loop:call_later");
+  double delay = luaL_checknumber(L, 2);
+  return call_at(L, S, lb, las_loop_time(lb->loop) + (delay > 0 ? delay : 0), "loop:call_later");
+}
+
+static int loop_call_at(lua_State *L) {
+  lstate *S = getS(L);
+  lloop *lb = checkloop(L, S, "loop:call_at");
+  return call_at(L, S, lb, luaL_checknumber(L, 2), "loop:call_at");
+}
+
+static int handle_cancel(lua_State *L) {
+  lhandle *h = luaL_checkudata(L, 1, "lasync.Handle");
+  if (h->cancelled || h->done) return 0;
+  h->cancelled = true;
+  if (h->timer && las_timer_active(h->timer)) {
+    las_timer_stop(h->timer);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->S->anchors);
+    luaL_unref(L, -1, h->ref);
+    h->ref = LUA_NOREF;
+  }
+  return 0;
+}
+
+static int handle_cancelled(lua_State *L) {
+  lhandle *h = luaL_checkudata(L, 1, "lasync.Handle");
+  lua_pushboolean(L, h->cancelled);
+  return 1;
+}
+
+static int handle_when(lua_State *L) {
+  lhandle *h = luaL_checkudata(L, 1, "lasync.Handle");
+  if (h->when < 0) return 0;
+  lua_pushnumber(L, h->when);
+  return 1;
+}
+
+static int handle_gc(lua_State *L) {
+  lhandle *h = luaL_checkudata(L, 1, "lasync.Handle");
+  las_timer_free(h->timer);
+  h->timer = NULL;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------ the loop */
+
+static int loop_time(lua_State *L) {
+  lstate *S = getS(L);
+  lloop *lb = luaL_checkudata(L, 1, "lasync.Loop");
+  (void)S;
+  lua_pushnumber(L, las_loop_time(lb->loop));
+  return 1;
+}
+
+static int loop_set_debug(lua_State *L) {
+  lstate *S = getS(L);
+  checkloop(L, S, "loop:set_debug");
+  S->debug = lua_toboolean(L, 2);
+  apply_debug(S, -1);
+  return 0;
+}
+
+static int loop_get_debug(lua_State *L) {
+  lstate *S = getS(L);
+  checkloop(L, S, "loop:get_debug");
+  lua_pushboolean(L, S->debug);
+  return 1;
+}
+
+static int loop_set_handler(lua_State *L) {
+  lstate *S = getS(L);
+  checkloop(L, S, "loop:set_exception_handler");
+  if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TFUNCTION)
+    return luaL_error(L, "loop:set_exception_handler: expected a function or nil, got %s",
+                      luaL_typename(L, 2));
+  luaL_unref(L, LUA_REGISTRYINDEX, S->handler);
+  S->handler = LUA_NOREF;
+  if (lua_type(L, 2) == LUA_TFUNCTION) {
+    lua_pushvalue(L, 2);
+    S->handler = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  return 0;
+}
+
+static int loop_get_handler(lua_State *L) {
+  lstate *S = getS(L);
+  checkloop(L, S, "loop:get_exception_handler");
+  if (S->handler == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->handler);
+  return 1;
+}
+
+static int loop_call_handler(lua_State *L) {
+  lstate *S = getS(L);
+  checkloop(L, S, "loop:call_exception_handler");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "message");
+  lua_getfield(L, 2, "error");
+  const char *msg = lua_tostring(L, -2);
+  lasync__report(L, S, msg ? msg : "unhandled exception", lua_isnil(L, -1) ? 0 : -1, 0, NULL);
+  return 0;
+}
+
+/* loop:stats() -> pending tasks, timers, ready callbacks: what the busted helper checks for
+ * leftovers. */
+static int loop_stats(lua_State *L) {
+  lstate *S = getS(L);
+  lloop *lb = checkloop(L, S, "loop:stats");
+  lua_pushinteger(L, (lua_Integer)las_loop_task_count(lb->loop));
+  lua_pushinteger(L, (lua_Integer)las_loop_timer_count(lb->loop));
+  lua_pushinteger(L, (lua_Integer)las_loop_ready_count(lb->loop));
+  return 3;
+}
+
+static int loop_is_running(lua_State *L) {
+  lstate *S = getS(L);
+  lloop *lb = luaL_checkudata(L, 1, "lasync.Loop");
+  lua_pushboolean(L, lb->loop && lb->loop == S->loop);
+  return 1;
+}
+
+/* Reached only for keys that are not methods (the methods table is __index itself). */
+static int loop_index(lua_State *L) {
+  lstate *S = getS(L);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "slow_callback_duration") == 0) {
+    lua_pushnumber(L, S->slow);
+    return 1;
+  }
+  return 0;
+}
+
+static int loop_newindex(lua_State *L) {
+  lstate *S = getS(L);
+  const char *k = lua_tostring(L, 2);
+  if (!k || strcmp(k, "slow_callback_duration") != 0)
+    return luaL_error(L, "loop: cannot set field '%s'", k ? k : luaL_typename(L, 2));
+  double v = luaL_checknumber(L, 3);
+  if (!(v >= 0)) return luaL_error(L, "loop.slow_callback_duration: must be a number >= 0");
+  S->slow = v;
+  apply_debug(S, v);
+  return 0;
+}
+
+static int loop_tostring(lua_State *L) {
+  lloop *lb = luaL_checkudata(L, 1, "lasync.Loop");
+  lua_pushfstring(L, "Loop<%s>", lb->loop ? "running" : "closed");
+  return 1;
+}
+
+int lasync__get_loop(lua_State *L) {
+  lstate *S = getS(L);
+  if (!S->loop) return luaL_error(L, "lasync.get_loop: no loop is running (use lasync.run)");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->loopbox);
+  return 1;
+}
+
+/* Tears down whatever a run leaves: the loop (forcibly, if work remains), the anchors of
+ * every object C was holding for it, the handler. Idempotent: it is the loop's __close and
+ * __gc, so an error anywhere in lasync.run still ends here. */
+static int loop_close(lua_State *L) {
+  lloop *lb = luaL_checkudata(L, 1, "lasync.Loop");
+  lstate *S = lb->S;
+  if (!lb->loop) return 0;
+  las_loop_t *loop = lb->loop;
+  lb->loop = NULL;
+  if (S->loop == loop) {
+    if (las_loop_close(loop) != 0) las_loop_destroy(loop);
+    S->loop = NULL;
+    S->current = NULL;
+    S->main = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, S->handler);
+    S->handler = LUA_NOREF;
+    luaL_unref(L, LUA_REGISTRYINDEX, S->loopbox);
+    S->loopbox = LUA_NOREF;
+    lua_newtable(L);
+    lua_rawseti(L, LUA_REGISTRYINDEX, S->anchors);
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------ lasync.run */
+
+static void stop_cb(void *a, void *b) {
+  (void)b;
+  las_loop_stop(a);
+}
+
+/* Cancels every task still pending (once each) and runs the loop until they finish or
+ * nothing can make progress; tasks spawned by cleanup code are cancelled too. */
+static void cancel_leftovers(lua_State *L, lstate *S) {
+  las_loop_t *loop = S->loop;
+  for (int round = 0; las_loop_task_count(loop) > 0; round++) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lfut *fu = lasync__tofut(L, -1);
+      if (fu && fu->kind == K_TASK && las_future_state(fu->f) == LAS_PENDING &&
+          las_task_cancelling((las_task_t *)fu->f) == 0)
+        las_task_cancel((las_task_t *)fu->f);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (!las_loop_run_once(loop) && las_loop_ready_count(loop) == 0) break;
+  }
+}
+
+static void report_stuck(lua_State *L, lstate *S) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lfut *fu = lasync__tofut(L, -1);
+    if (fu && fu->kind == K_TASK && las_future_state(fu->f) == LAS_PENDING) {
+      ltask *tk = (ltask *)fu;
+      lua_Debug ar;
+      int level = 0;
+      while (lua_getstack(tk->co, level, &ar) && lua_getinfo(tk->co, "Sl", &ar) && ar.currentline <= 0)
+        level++;
+      lua_pushfstring(L, "Task-%I was destroyed but it is pending (waiting at %s:%d when the loop closed)",
+                      tk->id, ar.short_src, ar.currentline);
+      lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+int lasync__run(lua_State *L) {
+  lstate *S = getS(L);
+  lasync__check_callable(L, 1, "lasync.run");
+  if (S->loop)
+    return luaL_error(L, "lasync.run: a loop is already running in this Lua state (await the "
+                         "function, or spawn it, instead of nesting run)");
+  int nargs = lua_gettop(L) - 1;
+  las_loop_t *loop;
+  int rc = las_loop_new(&loop, NULL);
+  if (rc) return luaL_error(L, "lasync.run: %s", las_strerror(rc));
+  lloop *lb = lua_newuserdatauv(L, sizeof *lb, 0);
+  lb->loop = loop;
+  lb->S = S;
+  luaL_setmetatable(L, "lasync.Loop");
+  int boxidx = lua_gettop(L);
+  S->loop = loop;
+  S->runL = L;
+  las_loop_set_data(loop, S);
+  lua_pushvalue(L, boxidx);
+  S->loopbox = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  lua_rawseti(L, LUA_REGISTRYINDEX, S->anchors);
+  const char *dbg = getenv("LASYNC_DEBUG");
+  S->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+  apply_debug(S, S->slow);
+  lua_toclose(L, boxidx);
+
+  ltask *main = lasync__spawn_main(L, S, 1, nargs);
+  int mainidx = lua_gettop(L);
+  S->main = main;
+  las_future_add_callback(main->base.f, stop_cb, loop);
+  las_loop_run(loop);
+
+  bool deadlock = las_future_state(main->base.f) == LAS_PENDING;
+  if (deadlock) {
+    lua_Debug ar;
+    int level = 0;
+    while (lua_getstack(main->co, level, &ar) && lua_getinfo(main->co, "Sl", &ar) && ar.currentline <= 0)
+      level++;
+    lua_pushfstring(L, "lasync.run: deadlock: the main task waits at %s:%d on something that "
+                       "nothing left in the loop can complete", ar.short_src, ar.currentline);
+  }
+  cancel_leftovers(L, S);
+  report_stuck(L, S);
+  if (!deadlock && las_future_state(main->base.f) != LAS_PENDING) main->base.flags |= F_RETRIEVED;
+  lasync__drain_unretrieved(L, S);
+  if (deadlock) return lua_error(L);
+  lua_settop(L, mainidx);
+  return lasync__push_outcome(L, S, &main->base, mainidx);
+}
+
+static const luaL_Reg loop_methods[] = {
+  {"time", loop_time}, {"call_soon", loop_call_soon}, {"call_later", loop_call_later},
+  {"call_at", loop_call_at}, {"set_debug", loop_set_debug}, {"get_debug", loop_get_debug},
+  {"set_exception_handler", loop_set_handler}, {"get_exception_handler", loop_get_handler},
+  {"call_exception_handler", loop_call_handler}, {"stats", loop_stats},
+  {"is_running", loop_is_running}, {NULL, NULL}};
+
+static const luaL_Reg handle_methods[] = {
+  {"cancel", handle_cancel}, {"cancelled", handle_cancelled}, {"when", handle_when}, {NULL, NULL}};
+
+void lasync__open_loop(lua_State *L, lstate *S) {
+  luaL_newmetatable(L, "lasync.Loop");
+  lua_newtable(L);
+  lua_pushlightuserdata(L, S);
+  luaL_setfuncs(L, loop_methods, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushlightuserdata(L, S);
+  lua_pushcclosure(L, loop_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, "__index");
+  lua_pushlightuserdata(L, S);
+  lua_pushcclosure(L, loop_newindex, 1);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, loop_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, loop_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, loop_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, "lasync.Handle");
+  luaL_newlib(L, handle_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, handle_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,10 @@
+# Runs an example with the lasync runner and compares its stdout with the .expected file.
+execute_process(COMMAND ${RUNNER} ${SCRIPT} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+file(READ ${EXPECTED} want)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${SCRIPT} exited with ${rc}\n${err}")
+endif()
+if(NOT out STREQUAL want)
+  message(FATAL_ERROR "${SCRIPT}: output differs from ${EXPECTED}\n--- got ---\n${out}\n--- want ---\n${want}")
+endif()
+message("${out}")
