@@ -237,7 +237,19 @@ static void run_pass(las_loop_t *loop) {
   las__loop_update(loop);
 }
 
-static void check_cb(uv_check_t *h) { run_pass(h->data); }
+/* Passes run back to back while callbacks keep becoming ready, without a poll between them:
+ * a poll is a system call, and a chain of sleep(0)s or task hand-offs would pay one per pass.
+ * Each pass is still exactly one iteration (it takes the queue as it was when it began); I/O
+ * and posts from other threads are looked at after at most LAS__PASSES passes, or as soon as
+ * a pass leaves nothing ready. */
+#define LAS__PASSES 16
+static void check_cb(uv_check_t *h) {
+  las_loop_t *loop = h->data;
+  for (int i = 0; i < LAS__PASSES && !loop->stopping; i++) {
+    run_pass(loop);
+    if (loop->ready.count == 0) break;
+  }
+}
 
 /* Drains every queued post: libuv coalesces async sends, so one wakeup may carry many. */
 static void async_cb(uv_async_t *h) {
