@@ -167,8 +167,18 @@ double las_loop_time(las_loop_t *loop) {
   return (double)uv_hrtime() * 1e-9;
 }
 
-static void noop_timer_cb(uv_timer_t *h) { (void)h; }
 static void noop_idle_cb(uv_idle_t *h) { (void)h; }
+static void move_due_timers(las_loop_t *loop);
+
+/* The wake timer fires in libuv's timer phase, before the poll: it must make the due timers
+ * ready right there (so that the idle handle keeps the poll from blocking) and re-arm for
+ * the rest, or a poll with nothing else armed would block forever. */
+static void wake_cb(uv_timer_t *h) {
+  las_loop_t *loop = h->data;
+  loop->armed = -1;
+  move_due_timers(loop);
+  las__loop_update(loop);
+}
 
 /* Brings the libuv handles in line with the queues: idle runs while callbacks are ready,
  * the wake timer is armed for the earliest deadline (rounded up to whole milliseconds, so
@@ -186,8 +196,9 @@ void las__loop_update(las_loop_t *loop) {
     loop->armed = -1;
   } else if (loop->heap[0]->when != loop->armed) {
     double delay = loop->heap[0]->when - las_loop_time(loop);
-    uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1e3);
-    uv_timer_start(&loop->wake, noop_timer_cb, ms, 0);
+    double ms = delay <= 0 ? 0 : ceil(delay * 1e3);
+    if (ms > 1e12) ms = 1e12; /* a deadline at infinity still arms a finite libuv timer */
+    uv_timer_start(&loop->wake, wake_cb, (uint64_t)ms, 0);
     loop->armed = loop->heap[0]->when;
   }
   if (loop->holds > 0) uv_ref((uv_handle_t *)&loop->async);
