@@ -31,6 +31,12 @@ struct las_timer_s {
   las_cb fn;
   void *a, *b;
   unsigned flags;
+  /* Public timers (las_timer_new) are cancelled by marking: a due timer's ready entry
+   * carries the generation it was queued with, and a stop bumps it. Memory freed while an
+   * entry is queued waits for that entry (zombie). */
+  bool pub, zombie;
+  unsigned gen;
+  int queued;
 };
 #define LAS__NOIDX ((size_t)-1)
 
@@ -48,7 +54,7 @@ struct las_loop_s {
   bool owns_uv;
   int state;
   atomic_int refs;
-  bool running, stopping, in_pass, idle_on;
+  bool running, stopping, in_pass, idle_on, one_pass;
   /* libuv handles: check runs one pass per iteration, idle keeps poll from blocking while
    * callbacks are ready, wake sleeps until the earliest timer, async carries posts. */
   uv_check_t check;

@@ -109,8 +109,23 @@ void las__timer_init(las_loop_t *loop, las_timer_t *t) {
 
 las_timer_t *las_timer_new(las_loop_t *loop) {
   las_timer_t *t = malloc(sizeof *t);
-  if (t) las__timer_init(loop, t);
+  if (t) {
+    las__timer_init(loop, t);
+    t->pub = true;
+  }
   return t;
+}
+
+/* The ready entry of a due public timer: it runs the callback only if the timer was not
+ * stopped or restarted since it was queued, and frees a timer freed meanwhile. */
+static void timer_fire(void *a, void *b) {
+  las_timer_t *t = a;
+  t->queued--;
+  if (t->zombie) {
+    if (t->queued == 0) free(t);
+    return;
+  }
+  if ((unsigned)(uintptr_t)b == t->gen) t->fn(t->a, t->b);
 }
 
 int las__timer_start(las_timer_t *t, double when, las_cb cb, void *a, void *b,
@@ -118,7 +133,7 @@ int las__timer_start(las_timer_t *t, double when, las_cb cb, void *a, void *b,
   las_loop_t *loop = t->loop;
   if (loop->state != LAS__OPEN) return LAS_ECLOSED;
   if (!cb || isnan(when)) return LAS_EINVAL;
-  if (t->idx != LAS__NOIDX) las_timer_stop(t);
+  las_timer_stop(t); /* also invalidates an entry of this timer already queued */
   if (loop->nheap == loop->heapcap) {
     size_t cap = loop->heapcap ? loop->heapcap * 2 : 64;
     las_timer_t **nh = realloc(loop->heap, cap * sizeof *nh);
@@ -144,7 +159,9 @@ int las_timer_start(las_timer_t *t, double when, las_cb cb, void *a, void *b) {
 }
 
 void las_timer_stop(las_timer_t *t) {
-  if (!t || t->idx == LAS__NOIDX) return;
+  if (!t) return;
+  t->gen++;
+  if (t->idx == LAS__NOIDX) return;
   heap_remove(t->loop, t);
   las__entry_t e = {t->fn, t->a, t->b, t->flags};
   t->flags = 0;
@@ -157,7 +174,8 @@ double las_timer_when(const las_timer_t *t) { return t->when; }
 void las_timer_free(las_timer_t *t) {
   if (!t) return;
   las_timer_stop(t);
-  free(t);
+  if (t->queued > 0) t->zombie = true;
+  else free(t);
 }
 
 /* ------------------------------------------------------------------------------ running */
@@ -214,6 +232,10 @@ static void move_due_timers(las_loop_t *loop) {
     heap_remove(loop, t);
     unsigned flags = t->flags;
     t->flags = 0;
+    if (t->pub) {
+      if (las__push(loop, timer_fire, t, (void *)(uintptr_t)t->gen, 0) == 0) t->queued++;
+      continue;
+    }
     if (las__push(loop, t->fn, t->a, t->b, flags)) {
       las__entry_t e = {t->fn, t->a, t->b, flags};
       las__entry_drop(&e); /* out of memory: the timer is lost, never half-run */
@@ -256,7 +278,8 @@ static void run_pass(las_loop_t *loop) {
 #define LAS__PASSES 16
 static void check_cb(uv_check_t *h) {
   las_loop_t *loop = h->data;
-  for (int i = 0; i < LAS__PASSES && !loop->stopping; i++) {
+  int passes = loop->one_pass ? 1 : LAS__PASSES;
+  for (int i = 0; i < passes && !loop->stopping; i++) {
     run_pass(loop);
     if (loop->ready.count == 0) break;
   }
@@ -328,7 +351,9 @@ int las_loop_run(las_loop_t *loop) {
 int las_loop_run_once(las_loop_t *loop) {
   if (loop->state != LAS__OPEN) return 0;
   las__loop_update(loop);
+  loop->one_pass = true;
   uv_run(loop->uv, las_loop_alive(loop) ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  loop->one_pass = false;
   return las_loop_alive(loop);
 }
 
@@ -424,6 +449,10 @@ static void do_close(las_loop_t *loop) {
     las__entry_t e = r->buf[r->head];
     r->head = (r->head + 1) & r->mask;
     r->count--;
+    if (e.fn == timer_fire) {
+      las_timer_t *t = e.a;
+      if (--t->queued == 0 && t->zombie) free(t);
+    }
     las__entry_drop(&e);
   }
   while (loop->nheap > 0) las_timer_stop(loop->heap[0]);

@@ -30,7 +30,7 @@ local function run_body(opts, fn, ...)
     loop:set_exception_handler(function(_, ctx) reports[#reports + 1] = ctx end)
     if opts.debug then loop:set_debug(true) end
     local body = lasync.spawn(fn, table.unpack(args, 1, args.n))
-    body:set_name("spec body")
+
     local timed_out = false
     local timer = loop:call_later(timeout, function()
       timed_out = true
