@@ -282,7 +282,7 @@ static void annotate(lua_State *L, lstate *S, int erridx) {
 /* The outcome of a done future as the results of an await or result(): values, or the
  * error raised, or a CancelledError. */
 int lasync__push_outcome(lua_State *L, lstate *S, lfut *fu, int idx) {
-  switch (las_future_state(fu->f)) {
+  switch (FSTATE(fu)) {
   case LAS_DONE:
     fu->flags |= F_RETRIEVED;
     return push_values(L, fu, idx);
@@ -318,8 +318,18 @@ static int raise_cancel(lua_State *L, lstate *S, ltask *tk) {
 
 /* ---------------------------------------------------------------------------------- tasks */
 
+/* Lets go of a task's C object: the box keeps the state, and the core frees the task once
+ * the done callbacks already queued (which hold their own references) have run. */
+void lasync__detach_task(ltask *tk) {
+  if (!tk->base.f) return;
+  tk->base.final = (unsigned char)las_future_state(tk->base.f);
+  las_future_unref(tk->base.f);
+  tk->base.f = NULL;
+}
+
 static void task_done(lstate *S, ltask *tk, las_state_t st) {
   las_future_complete(tk->base.f, st);
+  lasync__detach_task(tk);
   unanchor(S->runL, S, &tk->ref);
 }
 
@@ -356,6 +366,8 @@ static void task_failed(lstate *S, ltask *tk) {
   lua_settop(co, 1);
   if (!cancelled) {
     tk->base.flags |= F_UNRETRIEVED;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->mt_task_gc);
+    lua_setmetatable(L, box);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->unretrieved);
     lua_pushvalue(L, box);
     lua_pushboolean(L, 1);
@@ -508,7 +520,7 @@ static int l_await(lua_State *L) {
     lua_callk(L, 1, LUA_MULTRET, base, ret_all_k);
     return ret_all_k(L, LUA_OK, base);
   }
-  if (las_future_state(fu->f) != LAS_PENDING) return lasync__push_outcome(L, S, fu, 1);
+  if (FSTATE(fu) != LAS_PENDING) return lasync__push_outcome(L, S, fu, 1);
   if (fu->f == cur->base.f) return luaL_error(L, "lasync.await: a task cannot await itself");
   if (las_future_loop(fu->f) != S->loop)
     return luaL_error(L, "lasync.await: the future belongs to another loop (one from an earlier lasync.run?)");
@@ -552,7 +564,7 @@ static int l_future(lua_State *L) {
 static void check_settable(lua_State *L, lstate *S, lfut *fu, const char *fname) {
   if (fu->kind == K_TASK)
     luaL_error(L, "%s: a task's outcome comes from its function; it cannot be set", fname);
-  if (las_future_state(fu->f) != LAS_PENDING) {
+  if (FSTATE(fu) != LAS_PENDING) {
     lua_pushfstring(L, "%s: the future is already done (its outcome was set twice?)", fname);
     lasync__push_error(L, S, S->cls_invalid, lua_tostring(L, -1));
     lua_error(L);
@@ -631,7 +643,7 @@ static int f_set_error(lua_State *L) {
 
 static int f_cancel(lua_State *L) {
   lfut *fu = checkfut(L, 1, "Future.cancel");
-  if (las_future_state(fu->f) != LAS_PENDING) {
+  if (FSTATE(fu) != LAS_PENDING) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -646,20 +658,20 @@ static int f_cancel(lua_State *L) {
 
 static int f_done(lua_State *L) {
   lfut *fu = checkfut(L, 1, "Future.done");
-  lua_pushboolean(L, las_future_state(fu->f) != LAS_PENDING);
+  lua_pushboolean(L, FSTATE(fu) != LAS_PENDING);
   return 1;
 }
 
 static int f_cancelled(lua_State *L) {
   lfut *fu = checkfut(L, 1, "Future.cancelled");
-  lua_pushboolean(L, las_future_state(fu->f) == LAS_CANCELLED);
+  lua_pushboolean(L, FSTATE(fu) == LAS_CANCELLED);
   return 1;
 }
 
 static int f_result(lua_State *L) {
   lstate *S = getS(L);
   lfut *fu = checkfut(L, 1, "Future.result");
-  if (las_future_state(fu->f) == LAS_PENDING) {
+  if (FSTATE(fu) == LAS_PENDING) {
     lasync__push_error(L, S, S->cls_invalid, "Future.result: the result is not set yet");
     return lua_error(L);
   }
@@ -670,7 +682,7 @@ static int f_result(lua_State *L) {
 static int f_error(lua_State *L) {
   lstate *S = getS(L);
   lfut *fu = checkfut(L, 1, "Future.error");
-  switch (las_future_state(fu->f)) {
+  switch (FSTATE(fu)) {
   case LAS_PENDING:
     lasync__push_error(L, S, S->cls_invalid, "Future.error: the future is not done yet");
     return lua_error(L);
@@ -711,11 +723,33 @@ static void lua_done_cb(void *a, void *b) {
   lua_pop(L, 1);
 }
 
+/* A done callback for a finished task, whose C object is gone: a plain call_soon. */
+static void lua_done_detached_cb(void *a, void *b) {
+  lstate *S = b;
+  lua_State *L = S->runL;
+  int ref = (int)(intptr_t)a;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, ref);
+  luaL_unref(L, -2, ref);
+  lua_remove(L, -2);
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -2, 2);
+  lua_remove(L, -3);
+  int base = lua_gettop(L) - 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->tbfunc);
+  lua_insert(L, base);
+  if (lua_pcall(L, 1, 0, base) != LUA_OK) {
+    lasync__report(L, S, "Exception in a done callback", lua_gettop(L), 0, NULL);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 static int f_add_done_callback(lua_State *L) {
   lstate *S = getS(L);
   lfut *fu = checkfut(L, 1, "Future.add_done_callback");
   lasync__check_callable(L, 2, "Future.add_done_callback");
-  if (las_loop_get_data(las_future_loop(fu->f)) != S || !S->loop)
+  if (!S->loop || (fu->f && las_future_loop(fu->f) != S->loop))
     return luaL_error(L, "Future.add_done_callback: the future's loop is not running");
   lua_createtable(L, 2, 0);
   lua_pushvalue(L, 2);
@@ -724,7 +758,8 @@ static int f_add_done_callback(lua_State *L) {
   lua_rawseti(L, -2, 2);
   int ref;
   anchor(L, S, -1, &ref);
-  int rc = las_future_add_callback(fu->f, lua_done_cb, (void *)(intptr_t)ref);
+  int rc = fu->f ? las_future_add_callback(fu->f, lua_done_cb, (void *)(intptr_t)ref)
+                 : las_call_soon(S->loop, lua_done_detached_cb, (void *)(intptr_t)ref, S);
   if (rc) {
     unanchor(L, S, &ref);
     return luaL_error(L, "Future.add_done_callback: %s", las_strerror(rc));
@@ -737,7 +772,7 @@ static int f_remove_done_callback(lua_State *L) {
   lfut *fu = checkfut(L, 1, "Future.remove_done_callback");
   int removed = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-  for (int i = las_future_callback_count(fu->f) - 1; i >= 0; i--) {
+  for (int i = fu->f ? las_future_callback_count(fu->f) - 1 : -1; i >= 0; i--) {
     las_cb cb;
     void *a;
     las_future_callback_at(fu->f, i, &cb, &a);
@@ -760,7 +795,7 @@ static int f_remove_done_callback(lua_State *L) {
 static int f_tostring(lua_State *L) {
   lfut *fu = checkfut(L, 1, "tostring");
   static const char *names[] = {"pending", "done", "failed", "cancelled"};
-  const char *st = names[las_future_state(fu->f)];
+  const char *st = names[FSTATE(fu)];
   if (fu->kind == K_TASK) {
     lasync__push_taskname(L, (ltask *)fu, 1);
     lua_pushfstring(L, "Task<%s %s>", lua_tostring(L, -1), st);
@@ -774,16 +809,16 @@ static int f_tostring(lua_State *L) {
  * while still pending; then drop the box's reference on the C object. */
 static int f_gc(lua_State *L) {
   lfut *fu = lasync__tofut(L, 1);
-  if (!fu || !fu->f) return 0;
+  if (!fu || fu->magic != LFUT_MAGIC) return 0;
   lstate *S = fu->S;
-  if (las_future_state(fu->f) == LAS_FAILED && !(fu->flags & (F_RETRIEVED | F_REPORTED))) {
+  if (FSTATE(fu) == LAS_FAILED && !(fu->flags & (F_RETRIEVED | F_REPORTED))) {
     fu->flags |= F_REPORTED;
     lasync__push_errval(L, fu, 1);
     lasync__report(L, S, fu->kind == K_TASK ? "Task exception was never retrieved"
                                              : "Future exception was never retrieved",
                    lua_gettop(L), 1, NULL);
     lua_pop(L, 1);
-  } else if (fu->kind == K_TASK && las_future_state(fu->f) == LAS_PENDING && S->debug) {
+  } else if (fu->kind == K_TASK && FSTATE(fu) == LAS_PENDING && S->debug) {
     ltask *tk = (ltask *)fu;
     lua_pushfstring(L, "Task-%I was destroyed but it is pending", tk->id);
     lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
@@ -791,6 +826,7 @@ static int f_gc(lua_State *L) {
   }
   las_future_unref(fu->f);
   fu->f = NULL;
+  fu->magic = 0; /* idempotent */
   return 0;
 }
 
@@ -817,13 +853,13 @@ static int t_set_name(lua_State *L) {
 
 static int t_cancelling(lua_State *L) {
   ltask *tk = checktask(L, 1, "Task.cancelling");
-  lua_pushinteger(L, las_task_cancelling((las_task_t *)tk->base.f));
+  lua_pushinteger(L, tk->base.f ? las_task_cancelling((las_task_t *)tk->base.f) : 0);
   return 1;
 }
 
 static int t_uncancel(lua_State *L) {
   ltask *tk = checktask(L, 1, "Task.uncancel");
-  lua_pushinteger(L, las_task_uncancel((las_task_t *)tk->base.f));
+  lua_pushinteger(L, tk->base.f ? las_task_uncancel((las_task_t *)tk->base.f) : 0);
   return 1;
 }
 
@@ -914,7 +950,7 @@ static const luaL_Reg task_methods[] = {
   {"uncancel", t_uncancel}, {NULL, NULL}};
 
 static int make_mt(lua_State *L, lstate *S, const char *name, const luaL_Reg *m1,
-                   const luaL_Reg *m2) {
+                   const luaL_Reg *m2, bool gc) {
   lua_createtable(L, 0, 4);
   lua_pushstring(L, name);
   lua_setfield(L, -2, "__name");
@@ -928,8 +964,10 @@ static int make_mt(lua_State *L, lstate *S, const char *name, const luaL_Reg *m1
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, f_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, f_gc);
-  lua_setfield(L, -2, "__gc");
+  if (gc) {
+    lua_pushcfunction(L, f_gc);
+    lua_setfield(L, -2, "__gc");
+  }
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -957,8 +995,11 @@ static lstate *open_state(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
   lua_newtable(L);
   S->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
-  S->mt_future = make_mt(L, S, "lasync.Future", future_methods, NULL);
-  S->mt_task = make_mt(L, S, "lasync.Task", future_methods, task_methods);
+  S->mt_future = make_mt(L, S, "lasync.Future", future_methods, NULL, true);
+  /* Tasks have a finalizer only once they failed (to report an error nobody retrieved):
+   * a running task is anchored, a finished one has let go of its C object. */
+  S->mt_task = make_mt(L, S, "lasync.Task", future_methods, task_methods, false);
+  S->mt_task_gc = make_mt(L, S, "lasync.Task", future_methods, task_methods, true);
   S->cls_cancelled = make_class(L, "CancelledError");
   lua_pop(L, 1);
   S->cls_timeout = make_class(L, "TimeoutError");

@@ -25,11 +25,16 @@ enum {
 
 typedef struct lstate lstate;
 
+/* A finished task drops its C object (so its box needs no finalizer); its state is kept in
+ * the box. Everything reads a state through this. */
+#define FSTATE(fu) ((fu)->f ? las_future_state((fu)->f) : (las_state_t)(fu)->final)
+
 /* Common head of Future and Task boxes; the magic lets a type check skip metatables. */
 typedef struct {
   uint32_t magic;
   unsigned char kind;
   unsigned char flags;
+  unsigned char final; /* the state once a finished task let go of its C object (f == NULL) */
   int nres;
   las_future_t *f;
   lstate *S;
@@ -56,7 +61,7 @@ struct lstate {
   ltask *current;
   ltask *main;
   int anchors; /* registry refs */
-  int mt_future, mt_task, mt_loop, mt_handle;
+  int mt_future, mt_task, mt_task_gc, mt_loop, mt_handle;
   int cls_cancelled, cls_timeout, cls_invalid;
   int unretrieved, cfuts, handler, loopbox, tbfunc;
   bool debug;
@@ -78,6 +83,7 @@ void lasync__push_taskname(lua_State *L, ltask *tk, int boxidx);
 void lasync__open_loop(lua_State *L, lstate *S);
 int lasync__run(lua_State *L);
 void lasync__drain_unretrieved(lua_State *L, lstate *S);
+void lasync__detach_task(ltask *tk);
 int lasync__push_outcome(lua_State *L, lstate *S, lfut *fu, int idx);
 void lasync__push_errval(lua_State *L, lfut *fu, int idx);
 void lasync__check_callable(lua_State *L, int idx, const char *fname);

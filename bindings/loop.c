@@ -87,7 +87,7 @@ void lasync__drain_unretrieved(lua_State *L, lstate *S) {
   while (lua_next(L, set)) {
     lua_pop(L, 1);
     lfut *fu = lasync__tofut(L, -1);
-    if (fu && fu->f && (fu->flags & F_UNRETRIEVED) && !(fu->flags & (F_RETRIEVED | F_REPORTED))) {
+    if (fu && (fu->flags & F_UNRETRIEVED) && !(fu->flags & (F_RETRIEVED | F_REPORTED))) {
       fu->flags |= F_REPORTED;
       lasync__push_errval(L, fu, lua_gettop(L));
       lasync__report(L, S, fu->kind == K_TASK ? "Task exception was never retrieved"
@@ -385,6 +385,15 @@ static int loop_close(lua_State *L) {
   las_loop_t *loop = lb->loop;
   lb->loop = NULL;
   if (S->loop == loop) {
+    /* Tasks still pending are dead with the loop: let go of their C objects. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lfut *fu = lasync__tofut(L, -1);
+      if (fu && fu->kind == K_TASK) lasync__detach_task((ltask *)fu);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     if (las_loop_close(loop) != 0) las_loop_destroy(loop);
     S->loop = NULL;
     S->current = NULL;
@@ -415,7 +424,7 @@ static void cancel_leftovers(lua_State *L, lstate *S) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lfut *fu = lasync__tofut(L, -1);
-      if (fu && fu->kind == K_TASK && las_future_state(fu->f) == LAS_PENDING &&
+      if (fu && fu->kind == K_TASK && FSTATE(fu) == LAS_PENDING &&
           las_task_cancelling((las_task_t *)fu->f) == 0)
         las_task_cancel((las_task_t *)fu->f);
       lua_pop(L, 1);
@@ -430,7 +439,7 @@ static void report_stuck(lua_State *L, lstate *S) {
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     lfut *fu = lasync__tofut(L, -1);
-    if (fu && fu->kind == K_TASK && las_future_state(fu->f) == LAS_PENDING) {
+    if (fu && fu->kind == K_TASK && FSTATE(fu) == LAS_PENDING) {
       ltask *tk = (ltask *)fu;
       lua_Debug ar;
       int level = 0;
@@ -479,7 +488,7 @@ int lasync__run(lua_State *L) {
   las_future_add_callback(main->base.f, stop_cb, loop);
   las_loop_run(loop);
 
-  bool deadlock = las_future_state(main->base.f) == LAS_PENDING;
+  bool deadlock = FSTATE(&main->base) == LAS_PENDING;
   if (deadlock) {
     lua_Debug ar;
     int level = 0;
@@ -490,7 +499,7 @@ int lasync__run(lua_State *L) {
   }
   cancel_leftovers(L, S);
   report_stuck(L, S);
-  if (!deadlock && las_future_state(main->base.f) != LAS_PENDING) main->base.flags |= F_RETRIEVED;
+  if (!deadlock && FSTATE(&main->base) != LAS_PENDING) main->base.flags |= F_RETRIEVED;
   lasync__drain_unretrieved(L, S);
   if (deadlock) return lua_error(L);
   lua_settop(L, mainidx);
