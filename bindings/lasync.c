@@ -268,9 +268,13 @@ static void annotate(lua_State *L, lstate *S, int erridx) {
   lua_Debug ar;
   const char *where = "?";
   char buf[256];
-  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
-    snprintf(buf, sizeof buf, "%s:%d", ar.short_src, ar.currentline);
-    where = buf;
+  /* The innermost Lua frame: the await itself, or pcall, may be C frames above it. */
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+      snprintf(buf, sizeof buf, "%s:%d", ar.short_src, ar.currentline);
+      where = buf;
+      break;
+    }
   }
   lua_getfield(L, erridx, "traceback");
   const char *tb = lua_tostring(L, -1);
