@@ -3,7 +3,9 @@
 # for the runner (top-level await) and runs under build/bin/lasync instead.
 file(STRINGS ${SCRIPT} head LIMIT_COUNT 5)
 set(cmd lua5.4 ${SCRIPT})
-if(head MATCHES "-- runner: lasync")
+if(CMD)
+  set(cmd ${CMD} ${SCRIPT})
+elseif(head MATCHES "-- runner: lasync")
   set(cmd ${RUNNER} ${SCRIPT})
 endif()
 execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
