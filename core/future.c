@@ -291,8 +291,11 @@ las_future_t *las_task_future(las_task_t *t) { return &t->fut; }
 las_task_t *las_task_from_future(las_future_t *f) { return f && f->is_task ? (las_task_t *)f : NULL; }
 void *las_task_data(const las_task_t *t) { return t->ud; }
 int las_task_cancelling(const las_task_t *t) { return t->ncancel; }
+/* Withdrawing the last request also withdraws a cancellation still waiting for the next
+ * suspension (asyncio 3.13): a timeout whose deadline met the result in one iteration must
+ * not leave a stray CancelledError behind. */
 int las_task_uncancel(las_task_t *t) {
-  if (t->ncancel > 0) t->ncancel--;
+  if (t->ncancel > 0 && --t->ncancel == 0) t->must_cancel = false;
   return t->ncancel;
 }
 las_future_t *las_task_waited(const las_task_t *t) { return t->waited; }
