@@ -333,7 +333,11 @@ static void step_cb(void *a, void *b) {
  * Task.__wakeup does). */
 static void wakeup_cb(void *a, void *b) {
   las_task_t *t = a;
-  if (t->fut.state == LAS_PENDING && t->wait == LAS__W_FUTURE && t->waited == b) run_step(t);
+  if (t->fut.state == LAS_PENDING && t->wait == LAS__W_FUTURE && t->waited == b) {
+    run_step(t);
+    /* The entry's reference on b is about to go: the borrowed pointer must not outlive it. */
+    if (t->waited == b) t->waited = NULL;
+  }
 }
 
 int las_task_schedule(las_task_t *t) {
@@ -361,6 +365,33 @@ int las_task_wait(las_task_t *t, las_future_t *f) {
   if (t->must_cancel && las_future_cancel(f)) t->must_cancel = false;
   return 0;
 }
+
+int las_task_wait_external(las_task_t *t) {
+  if (t->fut.state != LAS_PENDING) return LAS_ESTATE;
+  t->waited = NULL;
+  t->wait = LAS__W_EXTERNAL;
+  return 0;
+}
+
+static void woken_cb(void *a, void *b) {
+  (void)b;
+  las_task_t *t = a;
+  if (t->fut.state == LAS_PENDING && t->wait == LAS__W_WOKEN) run_step(t);
+}
+
+int las_task_wake(las_task_t *t) {
+  if (t->fut.state != LAS_PENDING || t->wait != LAS__W_EXTERNAL) return LAS_ESTATE;
+  las_future_ref(&t->fut);
+  int rc = las__push(t->fut.loop, woken_cb, t, NULL, LAS__REF_A);
+  if (rc) {
+    las_future_unref(&t->fut);
+    return rc;
+  }
+  t->wait = LAS__W_WOKEN;
+  return 0;
+}
+
+void las_loop_set_cancel_hook(las_loop_t *loop, las_cancel_hook hook) { loop->cancel_hook = hook; }
 
 static void timer_cb(void *a, void *b) {
   (void)b;
@@ -390,6 +421,11 @@ int las_task_cancel(las_task_t *t) {
      * (its result is on the way), the request waits for the next suspension instead. */
     if (t->waited && las_future_cancel(t->waited)) return 1;
     break;
+  case LAS__W_EXTERNAL: {
+    las_loop_t *loop = t->fut.loop;
+    if (loop->cancel_hook && loop->cancel_hook(t, loop->data)) return 1;
+    break;
+  }
   case LAS__W_TIMER:
     las_timer_stop(&t->timer);
     t->wait = LAS__W_NONE;

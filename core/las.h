@@ -55,7 +55,8 @@ int las_loop_new(las_loop_t **out, uv_loop_t *uv);
  * and changes nothing while ready callbacks, timers, tasks or holds remain. */
 int las_loop_close(las_loop_t *loop);
 /* Closes a loop whatever it holds: pending callbacks and timers are dropped without being
- * called, queued posts get LAS_ECANCELED. Drops the creator's reference. Accepts NULL. */
+ * called, queued posts get LAS_ECANCELED. Drops the creator's reference. Accepts NULL. Not
+ * from inside one of the loop's callbacks (las_loop_close refuses there with LAS_ERUNNING). */
 void las_loop_destroy(las_loop_t *loop);
 /* Reference counting for the loop's memory (any thread). A thread that may call
  * las_loop_post after the creator closed the loop must hold a reference. */
@@ -66,7 +67,7 @@ void las_loop_unref(las_loop_t *loop);
  * or LAS_ECLOSED. */
 int las_loop_run(las_loop_t *loop);
 /* Runs exactly one iteration (polling I/O without blocking if callbacks are ready).
- * Returns nonzero while there is more work. */
+ * Returns nonzero while there is more work; 0 at once if the loop is already running. */
 int las_loop_run_once(las_loop_t *loop);
 void las_loop_stop(las_loop_t *loop);
 /* Nonzero when callbacks, timers, holds or libuv handles could still make progress. */
@@ -189,6 +190,16 @@ int las_task_schedule(las_task_t *t);
 /* Suspends the task until f completes: its next step is f's done callback itself (no extra
  * iteration). If a cancellation was requested meanwhile, f is cancelled at once. */
 int las_task_wait(las_task_t *t, las_future_t *f);
+/* Suspends the task on something the embedding layer tracks itself (a future kept entirely
+ * in Lua, say) until las_task_wake. Cancelling a task suspended this way calls the loop's
+ * cancel hook, which should cancel what the task waits for (and so wake it) and return 1, or
+ * return 0 to leave the cancellation for the next suspension. */
+int las_task_wait_external(las_task_t *t);
+/* Schedules the step of a task suspended with las_task_wait_external; the step runs in the
+ * next pass, as a done callback would. Returns LAS_ESTATE if the task was not waiting so. */
+int las_task_wake(las_task_t *t);
+typedef int (*las_cancel_hook)(las_task_t *t, void *loop_data);
+void las_loop_set_cancel_hook(las_loop_t *loop, las_cancel_hook hook);
 /* Suspends the task until loop time `when`, without any future. */
 int las_task_sleep_until(las_task_t *t, double when);
 /* Requests cancellation: the awaited future is cancelled, or the timer/yield cut short, and

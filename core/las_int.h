@@ -79,6 +79,7 @@ struct las_loop_s {
   bool debug;
   double slow;
   las_slow_cb slow_hook;
+  las_cancel_hook cancel_hook;
   void *data;
 };
 
@@ -95,7 +96,7 @@ struct las_future_s {
   struct las__cbrec { las_cb fn; void *a; unsigned flags; } *cbs, cb_inline[1];
 };
 
-enum { LAS__W_NONE = 0, LAS__W_READY, LAS__W_FUTURE, LAS__W_TIMER };
+enum { LAS__W_NONE = 0, LAS__W_READY, LAS__W_FUTURE, LAS__W_TIMER, LAS__W_EXTERNAL, LAS__W_WOKEN };
 
 struct las_task_s {
   las_future_t fut; /* first: a task pointer is a future pointer */

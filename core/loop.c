@@ -349,10 +349,12 @@ int las_loop_run(las_loop_t *loop) {
 }
 
 int las_loop_run_once(las_loop_t *loop) {
-  if (loop->state != LAS__OPEN) return 0;
+  if (loop->state != LAS__OPEN || loop->running) return 0;
   las__loop_update(loop);
   loop->one_pass = true;
+  loop->running = true;
   uv_run(loop->uv, las_loop_alive(loop) ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  loop->running = false;
   loop->one_pass = false;
   return las_loop_alive(loop);
 }
@@ -431,6 +433,9 @@ static void on_handle_closed(uv_handle_t *h) {
  * itself goes with the last reference. */
 static void do_close(las_loop_t *loop) {
   uv_mutex_lock(&loop->mu);
+  /* Under the mutex: a producer refused with LAS_ECLOSED may drop its future's last
+   * reference on its own thread, and must then see the loop closed (no release, no libuv). */
+  loop->state = LAS__CLOSED;
   loop->pclosed = true;
   las__post_t *p = loop->phead;
   loop->phead = loop->ptail = NULL;
@@ -441,9 +446,6 @@ static void do_close(las_loop_t *loop) {
     free(p);
     p = next;
   }
-  /* Dropping an entry may free a future whose callbacks push nothing (the loop is closing),
-   * so mark the state first. */
-  loop->state = LAS__CLOSED;
   while (loop->ready.count > 0) {
     las__ring_t *r = &loop->ready;
     las__entry_t e = r->buf[r->head];
@@ -477,12 +479,15 @@ static void count_foreign(uv_handle_t *h, void *arg) {
 int las_loop_close(las_loop_t *loop) {
   if (!loop) return LAS_EINVAL;
   if (loop->state != LAS__OPEN) return LAS_ECLOSED;
-  if (loop->running) return LAS_ERUNNING;
+  if (loop->running || loop->in_pass) return LAS_ERUNNING;
   if (loop->ready.count || loop->nheap || loop->ntasks || loop->holds) return LAS_EBUSY;
+  las__loop_update(loop); /* a wake timer armed for a timer since stopped keeps nothing alive */
   if (loop->owns_uv) {
+    /* With no ready callbacks, timers or holds our own handles keep nothing alive, so an
+     * alive loop means the user's requests (thread-pool work, say) or handles. */
     int foreign = 0;
     uv_walk(loop->uv, count_foreign, &foreign);
-    if (foreign) return LAS_EBUSY;
+    if (foreign || uv_loop_alive(loop->uv)) return LAS_EBUSY;
   }
   do_close(loop);
   las_loop_unref(loop);
