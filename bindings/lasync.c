@@ -198,7 +198,7 @@ static int push_values(lua_State *L, lfut *fu, int idx) {
     return n;
   }
   const las_value_t *v;
-  int n = las_future_values(fu->f, &v);
+  int n = fu->kind == K_CFUTURE ? las_future_values(fu->f, &v) : -1;
   if (n >= 0) {
     luaL_checkstack(L, n, "too many results");
     for (int i = 0; i < n; i++) {
@@ -261,10 +261,25 @@ static void push_cancelled(lua_State *L, lstate *S, lfut *fu, int idx) {
 }
 
 /* Appends "awaited by <task> at <where>" to the traceback of a table error that crosses an
- * await, so that the final report shows the chain of tasks. */
-static void annotate(lua_State *L, lstate *S, int erridx) {
+ * await, so that reports show the chain of tasks. The chain stays a chain: only an await of
+ * the task at its end (where the error was raised, or the last task it crossed) extends it,
+ * so siblings awaiting the same failed task, or one task retrieving it again, add nothing. */
+static void annotate(lua_State *L, lstate *S, int erridx, lfut *awaited) {
   ltask *cur = S->current;
-  if (!cur || lua_type(L, erridx) != LUA_TTABLE) return;
+  if (!cur || awaited->kind != K_TASK || lua_type(L, erridx) != LUA_TTABLE) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->chains);
+  lua_pushvalue(L, erridx);
+  lua_rawget(L, -2);
+  lua_Integer end = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (end != ((ltask *)awaited)->id) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, erridx);
+  lua_pushinteger(L, cur->id);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   lua_Debug ar;
   const char *where = "?";
   char buf[256];
@@ -276,10 +291,12 @@ static void annotate(lua_State *L, lstate *S, int erridx) {
       break;
     }
   }
-  lua_getfield(L, erridx, "traceback");
+  lua_pushliteral(L, "traceback");
+  lua_rawget(L, erridx);
   const char *tb = lua_tostring(L, -1);
+  lua_pushliteral(L, "traceback");
   lua_pushfstring(L, "%s\n  awaited by Task-%I at %s", tb ? tb : "", cur->id, where);
-  lua_setfield(L, erridx, "traceback");
+  lua_rawset(L, erridx);
   lua_pop(L, 1);
 }
 
@@ -293,7 +310,7 @@ int lasync__push_outcome(lua_State *L, lstate *S, lfut *fu, int idx) {
   case LAS_FAILED:
     fu->flags |= F_RETRIEVED;
     lasync__push_errval(L, fu, idx);
-    annotate(L, S, lua_gettop(L));
+    annotate(L, S, lua_gettop(L), fu);
     return lua_error(L);
   case LAS_CANCELLED:
     fu->flags |= F_RETRIEVED;
@@ -337,49 +354,112 @@ static void task_done(lstate *S, ltask *tk, las_state_t st) {
   unanchor(S->runL, S, &tk->ref);
 }
 
-/* A task whose function raised: keep the error (with its traceback) at index 1 of the dead
- * coroutine, close its pending to-be-closed variables, and complete the future. */
-static void task_failed(lstate *S, ltask *tk) {
+/* Completes a task whose error (or CancelledError) is at index 1 of its finished coroutine:
+ * a real error is listed for the unretrieved-error report and its box gets the finalizer
+ * metatable, so that collection reports it too. */
+static void task_errored(lstate *S, ltask *tk) {
   lua_State *L = S->runL, *co = tk->co;
-  bool cancelled = is_instance(co, -1, S->cls_cancelled);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-  lua_rawgeti(L, -1, tk->ref);
-  lua_remove(L, -2);
-  int box = lua_gettop(L);
-  if (!cancelled) {
-    lasync__safe_tostring(co, -1);
-    lua_xmove(co, L, 1);
-    lua_pushfstring(L, "Task-%I: %s", tk->id, lua_tostring(L, -1));
-    push_traceback(L, co, lua_tostring(L, -1), 0);
-    lua_remove(L, -2);
-    lua_remove(L, -2);
-    if (lua_type(co, -1) == LUA_TTABLE) {
-      lua_getfield(co, -1, "traceback");
-      bool has = !lua_isnil(co, -1);
-      lua_pop(co, 1);
-      if (!has) {
-        lua_pushvalue(L, -1);
-        lua_xmove(L, co, 1);
-        lua_setfield(co, -2, "traceback");
-      }
-    }
-    lua_setiuservalue(L, box, LASYNC_UV_EXTRA);
-  }
-  lasync__closethread(co, L);
-  if (lua_gettop(co) == 0) lua_pushnil(co);
-  lua_settop(co, 1);
+  bool cancelled = is_instance(co, 1, S->cls_cancelled);
   if (!cancelled) {
     tk->base.flags |= F_UNRETRIEVED;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+    lua_rawgeti(L, -1, tk->ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->mt_task_gc);
-    lua_setmetatable(L, box);
+    lua_setmetatable(L, -2);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->unretrieved);
-    lua_pushvalue(L, box);
+    lua_pushvalue(L, -2);
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
-    lua_pop(L, 1);
+    lua_pop(L, 3);
   }
-  lua_pop(L, 1);
   task_done(S, tk, cancelled ? LAS_CANCELLED : LAS_FAILED);
+}
+
+/* Stores a traceback for the failing task `tk` (in its box) and, for a table error without
+ * one, in the error itself. `of` is the coroutine whose stack shows where it was raised. */
+static void record_traceback(lua_State *L, lstate *S, ltask *tk, lua_State *of, int erridx, int level) {
+  erridx = lua_absindex(L, erridx);
+  lasync__safe_tostring(L, erridx);
+  lua_pushfstring(L, "Task-%I: %s", tk->id, lua_tostring(L, -1));
+  luaL_traceback(L, of, lua_tostring(L, -1), level);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  if (lua_type(L, erridx) == LUA_TTABLE) {
+    lua_pushliteral(L, "traceback");
+    if (lua_rawget(L, erridx) == LUA_TNIL) {
+      lua_pushliteral(L, "traceback");
+      lua_pushvalue(L, -3);
+      lua_rawset(L, erridx);
+    }
+    lua_pop(L, 1);
+    /* The error's await chain starts at the first task it escapes from. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->chains);
+    lua_pushvalue(L, erridx);
+    if (lua_rawget(L, -2) == LUA_TNIL) {
+      lua_pushvalue(L, erridx);
+      lua_pushinteger(L, tk->id);
+      lua_rawset(L, -4);
+    }
+    lua_pop(L, 2);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, tk->ref);
+  if (lasync__tofut(L, -1)) {
+    lua_pushvalue(L, -3);
+    lua_setiuservalue(L, -2, LASYNC_UV_EXTRA);
+  }
+  lua_pop(L, 3);
+}
+
+/* Message handler of a task's body: runs where the error was raised, inside the task, so the
+ * traceback shows the task's own stack. The error value itself goes on unchanged. */
+static int task_msgh(lua_State *L) {
+  lstate *S = getS(L);
+  if (S->current && !is_instance(L, 1, S->cls_cancelled))
+    record_traceback(L, S, S->current, L, 1, 1);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* The body of every task coroutine: the user's function under a yieldable pcall. An error
+ * then unwinds inside the coroutine, so the function's <close> variables and pcall handlers
+ * run in the task and may themselves await (Lua 5.4 closes them in finishpcallk). Returns
+ * true and the results, or false and the error. */
+static int task_body_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  if (status == LUA_OK || status == LUA_YIELD) {
+    lua_pushboolean(L, 1);
+    lua_replace(L, 1);
+    return lua_gettop(L);
+  }
+  lua_pushboolean(L, 0);
+  lua_insert(L, -2);
+  return 2;
+}
+
+static int task_body(lua_State *L) {
+  int nargs = lua_gettop(L) - 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, task_msgh, 1);
+  lua_insert(L, 1);
+  return task_body_k(L, lua_pcallk(L, nargs, LUA_MULTRET, 1, 0, task_body_k), 0);
+}
+
+/* An error that escaped the body's pcall (an error in the message handler itself, or a
+ * misuse the step detected): record where, close the coroutine (running what <close>
+ * variables are left; a failure there replaces the error), and fail the task. */
+static void task_crashed(lstate *S, ltask *tk) {
+  lua_State *L = S->runL, *co = tk->co;
+  lua_xmove(co, L, 1);
+  int err = lua_gettop(L);
+  if (!is_instance(L, err, S->cls_cancelled)) record_traceback(L, S, tk, co, err, 0);
+  if (lasync__closethread(co, L) != LUA_OK) {
+    lua_xmove(co, L, 1);
+    lua_replace(L, err);
+  }
+  lua_settop(co, 0);
+  lua_xmove(L, co, 1);
+  task_errored(S, tk);
 }
 
 /* Reports (debug mode) a task that was handed a CancelledError, did not uncancel, and still
@@ -408,8 +488,14 @@ static void task_step(las_task_t *t, void *ud) {
     if (las_task_take_cancel(t)) {
       /* Cancelled before its first step: the function never runs. */
       lua_settop(co, 0);
-      lasync__push_error(co, S, S->cls_cancelled, "cancelled before it started");
-      task_failed(S, tk);
+      lua_rawgeti(co, LUA_REGISTRYINDEX, S->anchors);
+      lua_rawgeti(co, -1, tk->ref);
+      int has_msg = lua_getiuservalue(co, -1, LASYNC_UV_EXTRA) == LUA_TSTRING;
+      const char *msg = has_msg ? lua_tostring(co, -1) : "cancelled before it started";
+      lasync__push_error(co, S, S->cls_cancelled, msg);
+      lua_replace(co, 1);
+      lua_settop(co, 1);
+      task_errored(S, tk);
       return;
     }
     nargs = lua_gettop(co) - 1;
@@ -427,23 +513,26 @@ static void task_step(las_task_t *t, void *ud) {
     }
     lua_pushfstring(co, "Task-%I yielded %d value(s) to the loop: inside a task, use lasync.await/"
                         "sleep to wait and coroutine.wrap for generators", tk->id, nres);
-    lasync__closethread(co, S->runL);
-    lua_settop(co, 0);
-    lasync__push_error(co, S, S->cls_invalid, "bad yield");
-    lua_pushfstring(co, "Task-%I yielded %d value(s) to the loop: inside a task, use lasync.await/"
-                        "sleep to wait and coroutine.wrap for generators", tk->id, nres);
-    lua_setfield(co, -2, "message");
-    task_failed(S, tk);
+    lasync__push_error(co, S, S->cls_invalid, lua_tostring(co, -1));
+    lua_remove(co, -2);
+    task_crashed(S, tk);
     return;
   }
-  if (st == LUA_OK) {
-    tk->base.nres = nres;
-    tk->resbase = lua_gettop(co) - nres;
+  if (st != LUA_OK) {
+    task_crashed(S, tk);
+    return;
+  }
+  int top = lua_gettop(co);
+  if (lua_toboolean(co, top - nres + 1)) {
+    tk->base.nres = nres - 1;
+    tk->resbase = top - nres + 1;
     check_swallowed(S, tk);
     task_done(S, tk, LAS_DONE);
     return;
   }
-  task_failed(S, tk);
+  lua_insert(co, 1);
+  lua_settop(co, 1);
+  task_errored(S, tk);
 }
 
 /* Creates a task running the callable at `fidx` with the `nargs` values after it, anchored
@@ -454,9 +543,11 @@ static ltask *spawn_at(lua_State *L, lstate *S, int fidx, int nargs) {
   lua_State *co = lua_newthread(L);
   tk->co = co;
   lua_setiuservalue(L, -2, LASYNC_UV_THREAD);
-  lua_checkstack(co, nargs + 1);
+  lua_checkstack(co, nargs + 2);
+  lua_pushlightuserdata(L, S);
+  lua_pushcclosure(L, task_body, 1);
   for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fidx + i);
-  lua_xmove(L, co, nargs + 1);
+  lua_xmove(L, co, nargs + 2);
   las_task_t *t = las_task_new(S->loop, task_step, tk);
   if (!t) luaL_error(L, "lasync.spawn: out of memory");
   tk->base.f = las_task_future(t);
@@ -496,6 +587,119 @@ static int l_current_task(lua_State *L) {
   return 1;
 }
 
+/* ----------------------------------------------------------------------- Lua futures */
+
+/* A future created from Lua lives entirely in its box: state, values, and its waiters (in
+ * registration order: Tasks suspended on it and done callbacks). No C object, no
+ * allocation outside Lua, no finalizer unless it fails. */
+static void lfuture_add_waiter(lua_State *L, int futidx, int validx) {
+  int t = lua_getiuservalue(L, futidx, LASYNC_UV_WAITERS);
+  lfut *w = lasync__tofut(L, validx);
+  if (t == LUA_TNIL && w && w->kind == K_TASK) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, validx);
+    lua_setiuservalue(L, futidx, LASYNC_UV_WAITERS);
+    return;
+  }
+  if (t != LUA_TTABLE) {
+    lua_createtable(L, 4, 0);
+    if (t != LUA_TNIL) {
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, -2, 1);
+    }
+    lua_remove(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, futidx, LASYNC_UV_WAITERS);
+  }
+  lua_pushvalue(L, validx);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 1);
+}
+
+static void lua_done_detached_cb(void *a, void *b);
+
+/* Schedules one waiter (popped from the top): a Task is woken through the ready queue, a
+ * callable is called with the future through call_soon. */
+static void lfuture_notify(lua_State *L, lstate *S, int futidx) {
+  lfut *w = lasync__tofut(L, -1);
+  if (w && w->kind == K_TASK) {
+    if (w->f) las_task_wake((las_task_t *)w->f);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_createtable(L, 2, 0);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, futidx);
+  lua_rawseti(L, -2, 2);
+  int ref;
+  anchor(L, S, -1, &ref);
+  lua_pop(L, 1);
+  if (las_call_soon(S->loop, lua_done_detached_cb, (void *)(intptr_t)ref, S)) unanchor(L, S, &ref);
+}
+
+/* Completes a Lua future (values or error already stored) and schedules its waiters. */
+static void lfuture_settle(lua_State *L, lstate *S, lfut *fu, int futidx, las_state_t st) {
+  fu->final = (unsigned char)st;
+  int t = lua_getiuservalue(L, futidx, LASYNC_UV_WAITERS);
+  if (t == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushnil(L);
+  lua_setiuservalue(L, futidx, LASYNC_UV_WAITERS);
+  if (t != LUA_TTABLE) {
+    lfuture_notify(L, S, futidx);
+    return;
+  }
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lfuture_notify(L, S, futidx);
+  }
+  lua_pop(L, 1);
+}
+
+/* Cancels a pending Lua future with the message at msgidx (0: none). */
+static void lfuture_cancel(lua_State *L, lstate *S, lfut *fu, int futidx, int msgidx) {
+  if (msgidx) {
+    lua_pushvalue(L, msgidx);
+    lua_setiuservalue(L, futidx, LASYNC_UV_VALUES);
+  }
+  lfuture_settle(L, S, fu, futidx, LAS_CANCELLED);
+}
+
+static void check_lua_future_loop(lua_State *L, lstate *S, lfut *fu, const char *fname) {
+  if (fu->kind == K_FUTURE && (fu->run != S->run || !S->loop))
+    luaL_error(L, "%s: the future's loop is closed (it belongs to an earlier lasync.run)", fname);
+}
+
+/* The core's cancel hook: a task suspended on a Lua future is being cancelled. As asyncio
+ * cancels the future a task waits for, cancel that future (with the task's cancel message),
+ * which wakes the task with the cancellation. */
+int lasync__cancel_hook(las_task_t *t, void *data) {
+  lstate *S = data;
+  ltask *tk = las_task_data(t);
+  lua_State *L = S->runL, *co = tk->co;
+  if (!L || lua_gettop(co) < 1) return 0;
+  lua_checkstack(co, 1);
+  lua_pushvalue(co, 1);
+  lua_xmove(co, L, 1);
+  int futidx = lua_gettop(L);
+  lfut *fu = lasync__tofut(L, futidx);
+  if (!fu || fu->kind != K_FUTURE || fu->final != LAS_PENDING) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, tk->ref);
+  int msg = lasync__tofut(L, -1) && lua_getiuservalue(L, -1, LASYNC_UV_EXTRA) == LUA_TSTRING
+                ? lua_gettop(L) : 0;
+  lfuture_cancel(L, S, fu, futidx, msg);
+  lua_settop(L, futidx - 1);
+  return 1;
+}
+
 /* ---------------------------------------------------------------------------------- await */
 
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
@@ -525,10 +729,29 @@ static int l_await(lua_State *L) {
     return ret_all_k(L, LUA_OK, base);
   }
   if (FSTATE(fu) != LAS_PENDING) return lasync__push_outcome(L, S, fu, 1);
+  las_task_t *t = (las_task_t *)cur->base.f;
+  if (fu->kind == K_FUTURE) {
+    check_lua_future_loop(L, S, fu, "lasync.await");
+    lua_settop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+    lua_rawgeti(L, -1, cur->ref);
+    lfuture_add_waiter(L, 1, 3);
+    lua_settop(L, 1);
+    las_task_wait_external(t);
+    if (las_task_take_cancel(t)) {
+      /* A cancellation was waiting for this suspension: it cancels what we now wait for. */
+      lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+      lua_rawgeti(L, -1, cur->ref);
+      int msg = lua_getiuservalue(L, -1, LASYNC_UV_EXTRA) == LUA_TSTRING ? lua_gettop(L) : 0;
+      lfuture_cancel(L, S, fu, 1, msg);
+      lua_settop(L, 1);
+    }
+    return lua_yieldk(L, 0, 0, await_k);
+  }
   if (fu->f == cur->base.f) return luaL_error(L, "lasync.await: a task cannot await itself");
   if (las_future_loop(fu->f) != S->loop)
     return luaL_error(L, "lasync.await: the future belongs to another loop (one from an earlier lasync.run?)");
-  int rc = las_task_wait((las_task_t *)cur->base.f, fu->f);
+  int rc = las_task_wait(t, fu->f);
   if (rc) return luaL_error(L, "lasync.await: %s", las_strerror(rc));
   lua_settop(L, 1);
   return lua_yieldk(L, 0, 0, await_k);
@@ -559,9 +782,8 @@ static int l_sleep(lua_State *L) {
 static int l_future(lua_State *L) {
   lstate *S = getS(L);
   if (!S->loop) return luaL_error(L, "lasync.future: no loop is running (call it inside lasync.run)");
-  lfut *fu = new_box(L, S, sizeof(lfut), 1, K_FUTURE, S->mt_future);
-  fu->f = las_future_new(S->loop);
-  if (!fu->f) return luaL_error(L, "lasync.future: out of memory");
+  lfut *fu = new_box(L, S, sizeof(lfut), 2, K_FUTURE, S->mt_future);
+  fu->run = S->run;
   return 1;
 }
 
@@ -610,6 +832,7 @@ static int f_set_result(lua_State *L) {
   lfut *fu = checkfut(L, 1, "Future.set_result");
   check_settable(L, S, fu, "Future.set_result");
   if (fu->kind == K_CFUTURE) return set_cvalues(L, fu, 2);
+  check_lua_future_loop(L, S, fu, "Future.set_result");
   int n = lua_gettop(L) - 1;
   if (n == 1) {
     lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
@@ -620,7 +843,7 @@ static int f_set_result(lua_State *L) {
     lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
   }
   fu->nres = n;
-  las_future_complete(fu->f, LAS_DONE);
+  lfuture_settle(L, S, fu, 1, LAS_DONE);
   return 0;
 }
 
@@ -634,14 +857,18 @@ static int f_set_error(lua_State *L) {
     las_future_set_error(fu->f, lua_tostring(L, -1));
     return 0;
   }
+  check_lua_future_loop(L, S, fu, "Future.set_error");
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
   fu->flags |= F_UNRETRIEVED;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->mt_future_gc); /* report it if nobody retrieves it */
+  lua_setmetatable(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->unretrieved);
   lua_pushvalue(L, 1);
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);
-  las_future_complete(fu->f, LAS_FAILED);
+  lua_settop(L, 1);
+  lfuture_settle(L, S, fu, 1, LAS_FAILED);
   return 0;
 }
 
@@ -651,9 +878,17 @@ static int f_cancel(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checkstring(L, 2);
-    lua_settop(L, 2);
+  if (!lua_isnoneornil(L, 2)) luaL_checkstring(L, 2);
+  lua_settop(L, 2);
+  if (fu->kind == K_FUTURE) {
+    lstate *S = getS(L);
+    check_lua_future_loop(L, S, fu, "Future.cancel");
+    lfuture_cancel(L, S, fu, 1, lua_isnil(L, 2) ? 0 : 2);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (!lua_isnil(L, 2)) {
+    lua_pushvalue(L, 2);
     lua_setiuservalue(L, 1, fu->kind == K_TASK ? LASYNC_UV_EXTRA : LASYNC_UV_VALUES);
   }
   lua_pushboolean(L, las_future_cancel(fu->f));
@@ -755,6 +990,11 @@ static int f_add_done_callback(lua_State *L) {
   lasync__check_callable(L, 2, "Future.add_done_callback");
   if (!S->loop || (fu->f && las_future_loop(fu->f) != S->loop))
     return luaL_error(L, "Future.add_done_callback: the future's loop is not running");
+  if (fu->kind == K_FUTURE && FSTATE(fu) == LAS_PENDING) {
+    check_lua_future_loop(L, S, fu, "Future.add_done_callback");
+    lfuture_add_waiter(L, 1, 2);
+    return 0;
+  }
   lua_createtable(L, 2, 0);
   lua_pushvalue(L, 2);
   lua_rawseti(L, -2, 1);
@@ -775,6 +1015,26 @@ static int f_remove_done_callback(lua_State *L) {
   lstate *S = getS(L);
   lfut *fu = checkfut(L, 1, "Future.remove_done_callback");
   int removed = 0;
+  if (fu->kind == K_FUTURE) {
+    if (lua_getiuservalue(L, 1, LASYNC_UV_WAITERS) == LUA_TTABLE) {
+      lua_Integer n = (lua_Integer)lua_rawlen(L, -1), j = 0;
+      for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_rawequal(L, -1, 2)) {
+          removed++;
+          lua_pop(L, 1);
+        } else {
+          lua_rawseti(L, -2, ++j);
+        }
+      }
+      for (lua_Integer i = j + 1; i <= n; i++) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, i);
+      }
+    }
+    lua_pushinteger(L, removed);
+    return 1;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
   for (int i = fu->f ? las_future_callback_count(fu->f) - 1 : -1; i >= 0; i--) {
     las_cb cb;
@@ -813,7 +1073,8 @@ static int f_tostring(lua_State *L) {
  * while still pending; then drop the box's reference on the C object. */
 static int f_gc(lua_State *L) {
   lfut *fu = lasync__tofut(L, 1);
-  if (!fu || fu->magic != LFUT_MAGIC) return 0;
+  if (!fu || (fu->flags & F_COLLECTED)) return 0;
+  fu->flags |= F_COLLECTED;
   lstate *S = fu->S;
   if (FSTATE(fu) == LAS_FAILED && !(fu->flags & (F_RETRIEVED | F_REPORTED))) {
     fu->flags |= F_REPORTED;
@@ -828,9 +1089,11 @@ static int f_gc(lua_State *L) {
     lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
     lua_pop(L, 1);
   }
-  las_future_unref(fu->f);
-  fu->f = NULL;
-  fu->magic = 0; /* idempotent */
+  if (fu->f) {
+    fu->final = (unsigned char)las_future_state(fu->f);
+    las_future_unref(fu->f);
+    fu->f = NULL;
+  }
   return 0;
 }
 
@@ -907,7 +1170,7 @@ void lasync_pushfuture(lua_State *L, las_future_t *f) {
     lua_pop(L, 1);
     luaL_error(L, "lasync_pushfuture: C tasks cannot be pushed");
   }
-  fu = new_box(L, S, sizeof(lfut), 1, K_CFUTURE, S->mt_future);
+  fu = new_box(L, S, sizeof(lfut), 1, K_CFUTURE, S->mt_future_gc);
   las_future_ref(f);
   fu->f = f;
   lua_pushvalue(L, -1);
@@ -999,7 +1262,10 @@ static lstate *open_state(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
   lua_newtable(L);
   S->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
-  S->mt_future = make_mt(L, S, "lasync.Future", future_methods, NULL, true);
+  /* Lua futures have a finalizer only once they failed; C futures always (to drop their
+   * reference on the C object). */
+  S->mt_future = make_mt(L, S, "lasync.Future", future_methods, NULL, false);
+  S->mt_future_gc = make_mt(L, S, "lasync.Future", future_methods, NULL, true);
   /* Tasks have a finalizer only once they failed (to report an error nobody retrieved):
    * a running task is anchored, a finished one has let go of its C object. */
   S->mt_task = make_mt(L, S, "lasync.Task", future_methods, task_methods, false);
@@ -1012,6 +1278,7 @@ static lstate *open_state(lua_State *L) {
   lua_pop(L, 1);
   S->unretrieved = new_weak(L, "k");
   S->cfuts = new_weak(L, "v");
+  S->chains = new_weak(L, "k");
   S->handler = LUA_NOREF;
   S->loopbox = LUA_NOREF;
   S->slow = 0.1;

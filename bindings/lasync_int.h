@@ -20,7 +20,8 @@ enum {
   F_REPORTED = 2,    /* an unretrieved error was reported already */
   F_STARTED = 4,     /* a task's function has been entered */
   F_CANCEL_SEEN = 8, /* a CancelledError was raised inside the task */
-  F_UNRETRIEVED = 16 /* failed, and listed for the report at loop close */
+  F_UNRETRIEVED = 16, /* failed, and listed for the report at loop close */
+  F_COLLECTED = 32    /* its finalizer ran (it may still be reachable from a report) */
 };
 
 typedef struct lstate lstate;
@@ -36,8 +37,9 @@ typedef struct {
   unsigned char flags;
   unsigned char final; /* the state once a finished task let go of its C object (f == NULL) */
   int nres;
-  las_future_t *f;
+  las_future_t *f; /* NULL for a Lua future, and for a task once it finished */
   lstate *S;
+  unsigned run; /* a Lua future's run: lasync.run's serial, as loops may reuse addresses */
 } lfut;
 
 typedef struct {
@@ -61,14 +63,18 @@ struct lstate {
   ltask *current;
   ltask *main;
   int anchors; /* registry refs */
-  int mt_future, mt_task, mt_task_gc, mt_loop, mt_handle;
+  int mt_future, mt_future_gc, mt_task, mt_task_gc, mt_loop, mt_handle;
   int cls_cancelled, cls_timeout, cls_invalid;
   int unretrieved, cfuts, handler, loopbox, tbfunc;
+  int chains; /* weak-keyed: error table -> id of the task at the end of its await chain */
   bool debug;
   double slow;
+  unsigned run;       /* serial of the current lasync.run */
+  char cbwhere[160];  /* debug mode: where the Lua callback now running was defined */
 };
 
-#define LASYNC_UV_VALUES 1 /* Future box: its value(s) or error or cancel message */
+#define LASYNC_UV_VALUES 1  /* Future box: its value(s) or error or cancel message */
+#define LASYNC_UV_WAITERS 2 /* Lua Future box: nil, one Task, or a list of Tasks and callables */
 #define LASYNC_UV_THREAD 1 /* Task box: its coroutine */
 #define LASYNC_UV_NAME 2   /* Task box: its name, if set */
 #define LASYNC_UV_EXTRA 3  /* Task box: cancel message, then the traceback of its error */
@@ -84,6 +90,7 @@ void lasync__open_loop(lua_State *L, lstate *S);
 int lasync__run(lua_State *L);
 void lasync__drain_unretrieved(lua_State *L, lstate *S);
 void lasync__detach_task(ltask *tk);
+int lasync__cancel_hook(las_task_t *t, void *data);
 int lasync__push_outcome(lua_State *L, lstate *S, lfut *fu, int idx);
 void lasync__push_errval(lua_State *L, lfut *fu, int idx);
 void lasync__check_callable(lua_State *L, int idx, const char *fname);

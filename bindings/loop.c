@@ -11,6 +11,7 @@ typedef struct {
   las_timer_t *timer;
   lstate *S;
   int ref;
+  int nargs; /* the callable and its arguments, nils included */
   bool cancelled, done;
   double when;
 } lhandle;
@@ -105,26 +106,41 @@ void lasync__drain_unretrieved(lua_State *L, lstate *S) {
   lua_rawseti(L, LUA_REGISTRYINDEX, S->unretrieved);
 }
 
-/* Debug mode's slow-callback report: name the task and where it now stands. */
+/* Debug mode's slow-callback report: name the task (with its set_name) and where it now
+ * stands, or the Lua callback and where it was defined. */
 static void slow_hook(las_loop_t *loop, las_task_t *t, double secs) {
   lstate *S = las_loop_get_data(loop);
   lua_State *L = S->runL;
+  char dur[32];
+  snprintf(dur, sizeof dur, "%.3f", secs);
   if (t) {
     ltask *tk = las_task_data(t);
+    bool pending = las_future_state(las_task_future(t)) == LAS_PENDING;
+    if (pending && tk->ref != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+      lua_rawgeti(L, -1, tk->ref);
+      lasync__push_taskname(L, tk, lua_gettop(L));
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+    } else {
+      lua_pushfstring(L, "Task-%I", tk->id);
+    }
     lua_Debug ar;
-    const char *state = las_future_state(las_task_future(t)) == LAS_PENDING ? "suspended at" : "finished;";
-    int level = 0;
     bool found = false;
-    for (; lua_getstack(tk->co, level, &ar); level++)
+    for (int level = 0; lua_getstack(tk->co, level, &ar); level++)
       if (lua_getinfo(tk->co, "Sl", &ar) && ar.currentline > 0) { found = true; break; }
     if (found)
-      lua_pushfstring(L, "Executing Task-%I took %.3f seconds (%s %s:%d)", tk->id, secs, state,
-                      ar.short_src, ar.currentline);
+      lua_pushfstring(L, "Executing %s took %s seconds (%s %s:%d)", lua_tostring(L, -1), dur,
+                      pending ? "suspended at" : "finished at", ar.short_src, ar.currentline);
     else
-      lua_pushfstring(L, "Executing Task-%I took %.3f seconds", tk->id, secs);
+      lua_pushfstring(L, "Executing %s took %s seconds", lua_tostring(L, -1), dur);
+    lua_remove(L, -2);
+  } else if (S->cbwhere[0]) {
+    lua_pushfstring(L, "Executing callback %s took %s seconds", S->cbwhere, dur);
   } else {
-    lua_pushfstring(L, "Executing a callback took %.3f seconds", secs);
+    lua_pushfstring(L, "Executing a C callback took %s seconds", dur);
   }
+  S->cbwhere[0] = '\0';
   lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
   lua_pop(L, 1);
 }
@@ -155,10 +171,16 @@ static void handle_cb(void *a, void *b) {
   int base = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->tbfunc);
   lua_getiuservalue(L, base, 1);
-  int n = (int)luaL_len(L, -1);
+  int n = h->nargs;
   luaL_checkstack(L, n, "too many arguments");
   for (int i = 1; i <= n; i++) lua_rawgeti(L, base + 2, i);
   lua_remove(L, base + 2);
+  if (S->debug) {
+    lua_Debug ar;
+    lua_pushvalue(L, base + 2);
+    if (lua_getinfo(L, ">S", &ar))
+      snprintf(S->cbwhere, sizeof S->cbwhere, "%s:%d", ar.short_src, ar.linedefined);
+  }
   if (lua_pcall(L, n - 1, 0, base + 1) != LUA_OK) {
     lasync__report(L, S, "Exception in callback", -1, 0, NULL);
   }
@@ -182,6 +204,7 @@ static lhandle *new_handle(lua_State *L, lstate *S, int fidx, const char *fname)
   memset(h, 0, sizeof *h);
   h->S = S;
   h->ref = LUA_NOREF;
+  h->nargs = n;
   luaL_setmetatable(L, "lasync.Handle");
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
@@ -220,6 +243,7 @@ static int loop_call_later(lua_State *L) {
   lstate *S = getS(L);
   lloop *lb = checkloop(L, S, "loop:call_later");
   double delay = luaL_checknumber(L, 2);
+  if (delay != delay) return luaL_error(L, "loop:call_later: the delay is NaN");
   return call_at(L, S, lb, las_loop_time(lb->loop) + (delay > 0 ? delay : 0), "loop:call_later");
 }
 
@@ -472,7 +496,9 @@ int lasync__run(lua_State *L) {
   int boxidx = lua_gettop(L);
   S->loop = loop;
   S->runL = L;
+  S->run++;
   las_loop_set_data(loop, S);
+  las_loop_set_cancel_hook(loop, lasync__cancel_hook);
   lua_pushvalue(L, boxidx);
   S->loopbox = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);

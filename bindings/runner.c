@@ -10,8 +10,9 @@
 
 static const char *driver =
   "local lasync, chunk, n = ...\n"
-  "local tb\n"
+  "local tb, tberr\n"
   "local function handler(e)\n"
+  "  tberr = e\n"
   "  if type(e) == 'table' and type(rawget(e, 'traceback')) == 'string' then tb = rawget(e, 'traceback')\n"
   "  else tb = debug.traceback(nil, 2) end\n"
   "  return e\n"
@@ -24,6 +25,7 @@ static const char *driver =
   "if ok then return 0 end\n"
   "local okm, msg = pcall(tostring, err)\n"
   "if not okm then msg = '(error object is a ' .. type(err) .. ' whose __tostring failed)' end\n"
+  "if not rawequal(err, tberr) then tb = type(err) == 'table' and rawget(err, 'traceback') or nil end\n"
   "io.stderr:write('lasync: ', msg, '\\n', tb or '', '\\n')\n"
   "return 1\n";
 
