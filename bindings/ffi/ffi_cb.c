@@ -1,0 +1,1099 @@
+/* ffi_cb.c - Lua functions as C callbacks, from the loop thread or any other thread;
+ * callback-style C APIs as awaitables; blocking C calls on the libuv thread pool.
+ *
+ * Threading model. A Lua state and its loop live on one thread (the loop thread). A
+ * callback called there runs its Lua function directly. Called on any other thread it
+ * never touches Lua: its arguments are copied into a message posted to the loop with
+ * las_loop_post; a void callback returns at once, one with a result waits for the loop
+ * thread to run it. Closures are never given back to libffi while the process lives: a
+ * freed callback keeps its trampoline (so a late or stale call is caught, not a crash)
+ * and is reused only after a quarantine of newer frees. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "ffi_lua.h"
+#include "lasync.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- the lasync entry points, taken from the loaded lasync module ---- */
+
+/* The FFI module must use the very lasync instance the script loaded (its state lives
+ * behind static registry keys), so the functions are looked up in the process (the
+ * runner exports them) or in the already loaded lasync.so, never linked twice. */
+typedef struct lasapi {
+  int ok;
+  las_loop_t *(*getloop)(lua_State *L);
+  int (*post)(las_loop_t *loop, las_post_cb cb, void *arg);
+  void (*hold)(las_loop_t *loop);
+  void (*release)(las_loop_t *loop);
+  uv_loop_t *(*uv)(las_loop_t *loop);
+  void (*ref)(las_loop_t *loop);
+  void (*unref)(las_loop_t *loop);
+  void (*report)(lua_State *L, int idx, const char *what);
+} lasapi;
+
+static lasapi api;
+
+static void *find_sym(void *h, const char *name) {
+  void *p = h ? dlsym(h, name) : NULL;
+  return p ? p : dlsym(RTLD_DEFAULT, name);
+}
+
+static int load_api(lua_State *L) {
+  if (api.ok) return 1;
+  void *h = NULL;
+  if (!dlsym(RTLD_DEFAULT, "lasync_getloop")) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lasync");
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) { lua_pop(L, 1); return 0; }
+    if (luaL_dostring(L, "return package.searchpath('lasync', package.cpath)") == LUA_OK && lua_isstring(L, -1))
+      h = dlopen(lua_tostring(L, -1), RTLD_NOW | RTLD_NOLOAD);
+    lua_pop(L, 1);
+  }
+  lasapi a;
+  *(void **)&a.getloop = find_sym(h, "lasync_getloop");
+  *(void **)&a.post = find_sym(h, "las_loop_post");
+  *(void **)&a.hold = find_sym(h, "las_loop_hold");
+  *(void **)&a.release = find_sym(h, "las_loop_release");
+  *(void **)&a.uv = find_sym(h, "las_loop_uv");
+  *(void **)&a.ref = find_sym(h, "las_loop_ref");
+  *(void **)&a.unref = find_sym(h, "las_loop_unref");
+  *(void **)&a.report = find_sym(h, "lasync_report_error");
+  if (!a.getloop || !a.post || !a.hold || !a.release || !a.uv || !a.ref || !a.unref || !a.report) return 0;
+  a.ok = 1;
+  api = a;
+  return 1;
+}
+
+/* ---- the hub: what closures and foreign threads share with one Lua state ---- */
+
+struct cbhub {
+  pthread_mutex_t mu;
+  int closed;                   /* the state is gone */
+  las_loop_t *loop;             /* referenced; posts go here */
+  pthread_t owner;              /* the loop thread */
+  _Atomic long busy;            /* nonzero while the loop thread is inside a C call */
+  double deadlock_timeout;
+  fstate *S;                    /* loop thread only, NULL once closed */
+  struct cbmsg *qhead, *qtail;  /* foreign calls waiting for the loop thread */
+  int scheduled;                /* a drain is posted */
+  struct cbhub *next;           /* all hubs, for the life of the process */
+};
+
+/* Hubs are never freed: a closure may be called from some thread long after its state
+ * closed, and must still find a hub that says so. They are small, one per state. */
+static cbhub *all_hubs;
+
+/* Points the hub at the loop running in L's state (taking a reference, so a foreign
+ * thread may still post to it after it closed). Called on the loop thread. */
+static las_loop_t *hub_bind(lua_State *L, fstate *S) {
+  cbhub *h = S->hub;
+  if (!load_api(L)) return NULL;
+  las_loop_t *loop = api.getloop(L);
+  if (!loop || loop == h->loop) return loop;
+  api.ref(loop);
+  pthread_mutex_lock(&h->mu);
+  las_loop_t *old = h->loop;
+  h->loop = loop;
+  pthread_mutex_unlock(&h->mu);
+  if (old) api.unref(old);
+  return loop;
+}
+
+/* ---- closure slots ---- */
+
+enum { SL_FREE, SL_LIVE, SL_DEAD };
+enum { ST_OK = 0, ST_CLOSED = 1, ST_DEADLOCK = 2, ST_FREED = 3, ST_TWICE = 4, ST_ERROR = 5 };
+
+typedef struct cbslot {
+  ffi_closure *closure;
+  void *code;
+  atomic_int state;
+  atomic_int fired;             /* one-shot callbacks: set by the first call */
+  _Atomic(cbhub *) hub;
+  int ct;                       /* the function type */
+  int fnref, futref;            /* Lua function or awaited future (registry refs) */
+  int oneshot, held;
+  lua_Integer gen;              /* bumped on each use, for release tokens */
+  ffi_cif cif;                  /* the cif and its types live in the slot */
+  ffi_type **atypes;
+  int nparams, cap;
+  struct cbslot *next;          /* free list or quarantine */
+  struct cbslot *allnext;       /* every slot ever made: they live as long as the process */
+} cbslot;
+
+#define QUARANTINE 256
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static cbslot *pool_free, *quar_head, *quar_tail, *all_slots;
+static int quar_n, fail_closures;
+static _Thread_local int last_status __attribute__((tls_model("initial-exec")));
+
+/* The status of the last callback call made on this thread, for C code that needs to
+ * know whether its call was delivered (0), refused because the loop or state closed (1),
+ * refused as a deadlock (2), made after free (3), or a second call of a one-shot (4). */
+int lasync_ffi_last_status(void);
+int lasync_ffi_last_status(void) { return last_status; }
+
+static void cb_entry(ffi_cif *cif, void *ret, void **args, void *ud);
+
+/* Closure memory is mapped twice from one memory file: a writable view where libffi
+ * writes the trampoline and its data, and a read+execute view that C calls. No page is
+ * ever writable and executable at once (libffi's own allocator maps pages rwx on this
+ * platform). A system that refuses executable mappings makes this return NULL, which
+ * the caller turns into a Lua error. Pages are never unmapped: closures live as long as
+ * the process, since C may call them at any time. Called with pool_mu held. */
+#define CPAGE 16384
+static char *cpage_rw, *cpage_rx;
+static size_t cpage_used = CPAGE;
+
+static int closure_map(void **rw, void **rx) {
+  size_t sz = (sizeof(ffi_closure) + 15) & ~(size_t)15;
+  if (cpage_used + sz > CPAGE) {
+    int fd = memfd_create("lasync-ffi-closures", MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    void *w = MAP_FAILED, *x = MAP_FAILED;
+    if (ftruncate(fd, CPAGE) == 0) {
+      w = mmap(NULL, CPAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      x = mmap(NULL, CPAGE, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+    }
+    close(fd);
+    if (w == MAP_FAILED || x == MAP_FAILED) {
+      if (w != MAP_FAILED) munmap(w, CPAGE);
+      if (x != MAP_FAILED) munmap(x, CPAGE);
+      return -1;
+    }
+    cpage_rw = w;
+    cpage_rx = x;
+    cpage_used = 0;
+  }
+  *rw = cpage_rw + cpage_used;
+  *rx = cpage_rx + cpage_used;
+  cpage_used += sz;
+  return 0;
+}
+
+/* Takes a slot from the free list (or makes one). Closure allocation failure, as under a
+ * W^X policy that refuses executable memory, is reported as NULL, never a crash. */
+static cbslot *slot_get(void) {
+  pthread_mutex_lock(&pool_mu);
+  cbslot *s = pool_free;
+  if (s) pool_free = s->next;
+  int fail = fail_closures > 0 ? fail_closures-- : 0;
+  if (!s && !fail && (s = calloc(1, sizeof *s)) != NULL) {
+    void *rw, *rx;
+    if (closure_map(&rw, &rx) == 0) {
+      s->closure = rw;
+      s->code = rx;
+      s->allnext = all_slots;
+      all_slots = s;
+    } else { free(s); s = NULL; }
+  }
+  pthread_mutex_unlock(&pool_mu);
+  return s;
+}
+
+/* A freed slot waits in quarantine before it is reused, so that a stale pointer called
+ * soon after free finds a dead callback rather than someone else's. */
+static void slot_put(cbslot *s) {
+  pthread_mutex_lock(&pool_mu);
+  s->next = NULL;
+  if (quar_tail) quar_tail->next = s; else quar_head = s;
+  quar_tail = s;
+  if (++quar_n > QUARANTINE) {
+    cbslot *o = quar_head;
+    quar_head = o->next;
+    if (!quar_head) quar_tail = NULL;
+    quar_n--;
+    o->next = pool_free;
+    pool_free = o;
+  }
+  pthread_mutex_unlock(&pool_mu);
+}
+
+/* Prepares a slot for function type ft: its own cif and argument types, then the
+ * closure pointing at cb_entry. Raises on failure after returning the slot. */
+static void slot_prep(lua_State *L, fstate *S, cbslot *s, int ft, const char *ctx) {
+  ctype *c = CT(S->db, ft);
+  if (c->flags & CTF_VARARG) { slot_put(s); luaL_error(L, "%s: variadic callbacks are not supported", ctx); }
+  if (c->n > s->cap) {
+    ffi_type **a = realloc(s->atypes, sizeof(ffi_type *) * (size_t)(c->n + 1));
+    if (!a) { slot_put(s); luaL_error(L, "%s: out of memory", ctx); }
+    s->atypes = a;
+    s->cap = (int)c->n;
+  }
+  s->nparams = (int)c->n;
+  fcif *fc = ffi_getcif(L, S, ft, ctx);  /* validates every type (may raise: slot is not yet live) */
+  for (int i = 0; i < s->nparams; i++) s->atypes[i] = fc->atypes[i];
+  if (ffi_prep_cif(&s->cif, FFI_DEFAULT_ABI, (unsigned)s->nparams, fc->cif.rtype, s->atypes) != FFI_OK ||
+      ffi_prep_closure_loc(s->closure, &s->cif, cb_entry, s, s->code) != FFI_OK) {
+    slot_put(s);
+    luaL_error(L, "%s: libffi cannot prepare the callback closure", ctx);
+  }
+}
+
+static int slot_new(lua_State *L, fstate *S, int ft, const char *ctx, cbslot **out) {
+  cbslot *s = slot_get();
+  if (!s) return luaL_error(L, "%s: cannot allocate a callback closure (the system refused executable memory)", ctx);
+  s->fnref = s->futref = LUA_NOREF;
+  s->held = s->oneshot = 0;
+  s->gen++;
+  slot_prep(L, S, s, ft, ctx);
+  s->ct = ft;
+  atomic_store(&s->fired, 0);
+  atomic_store(&s->hub, S->hub);
+  atomic_store(&s->state, SL_LIVE);
+  *out = s;
+  return 0;
+}
+
+/* Kills a live slot: Lua references are dropped (loop thread, state alive) and the slot
+ * goes to quarantine; its hub pointer stays, for late calls to find. */
+static void slot_kill(lua_State *L, cbslot *s) {
+  if (L) {
+    luaL_unref(L, LUA_REGISTRYINDEX, s->fnref);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->futref);
+  }
+  s->fnref = s->futref = LUA_NOREF;
+  atomic_store(&s->state, SL_DEAD);
+  slot_put(s);
+}
+
+/* ---- running the Lua side on the loop thread ---- */
+
+typedef struct runargs { cbslot *s; void **args; void *ret; int rt; } runargs;
+
+static void report(lua_State *L, fstate *S, const char *what) {
+  if (S->in_call > 0) {  /* inside a bridge call: the caller raises it once C returns */
+    if (S->cb_error_ref == LUA_NOREF) {
+      lua_pushvalue(L, -1);
+      S->cb_error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return;
+  }
+  if (api.ok && api.getloop(L)) { api.report(L, -1, what); lua_pop(L, 1); return; }
+  fprintf(stderr, "lasync.ffi: error in %s: %s\n", what, luaL_tolstring(L, -1, NULL));
+  lua_pop(L, 1);
+}
+
+static void store_ret(lua_State *L, fstate *S, int rt, int idx, void *ret) {
+  ctype *c = CT(S->db, rt);
+  if (c->kind == CT_VOID) return;
+  if (ct_isint(c) && c->size < sizeof(ffi_arg)) {  /* libffi wants small ints widened */
+    int64_t v = 0;
+    ffi_toc(L, S, idx, rt, &v, "callback result", 0);
+    int64_t w = c->size == 1 ? (c->flags & CTF_UNSIGNED || c->kind == CT_BOOL ? (int64_t)(uint8_t)v : (int8_t)v)
+              : c->size == 2 ? (c->flags & CTF_UNSIGNED ? (int64_t)(uint16_t)v : (int16_t)v)
+              : (c->flags & CTF_UNSIGNED ? (int64_t)(uint32_t)v : (int32_t)v);
+    *(ffi_arg *)ret = (ffi_arg)w;
+    return;
+  }
+  ffi_toc(L, S, idx, rt, ret, "callback result", 0);
+}
+
+/* Protected body of a callback: the function, the converted arguments, the call, and
+ * the conversion of its result (a bad result is an error like any other). */
+static int run_protected(lua_State *L) {
+  runargs *ra = lua_touserdata(L, 1);
+  fstate *S = atomic_load(&ra->s->hub)->S;
+  ctype *ft = CT(S->db, ra->s->ct);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ra->s->fnref);
+  for (int i = 0; i < ra->s->nparams; i++) ffi_pushc(L, S, S->db->params[ft->aux + i], ra->args[i], 0);
+  lua_call(L, ra->s->nparams, 1);
+  store_ret(L, S, ra->rt, -1, ra->ret);
+  return 0;
+}
+
+/* Completes the awaited future with the callback's arguments, unless it was cancelled
+ * meanwhile (then the values are dropped: the task is no longer waiting). */
+static int resolve_protected(lua_State *L) {
+  runargs *ra = lua_touserdata(L, 1);
+  fstate *S = atomic_load(&ra->s->hub)->S;
+  ctype *ft = CT(S->db, ra->s->ct);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ra->s->futref);
+  int fut = lua_gettop(L);
+  lua_getfield(L, fut, "done");
+  lua_pushvalue(L, fut);
+  lua_call(L, 1, 1);
+  if (lua_toboolean(L, -1)) return 0;
+  lua_pop(L, 1);
+  lua_getfield(L, fut, "set_result");
+  lua_pushvalue(L, fut);
+  for (int i = 0; i < ra->s->nparams; i++) ffi_pushc(L, S, S->db->params[ft->aux + i], ra->args[i], 0);
+  lua_call(L, ra->s->nparams + 1, 0);
+  return 0;
+}
+
+/* Runs a callback on the loop thread: a Lua function, or the completion of an awaited
+ * future for one-shot slots (after which the slot is spent). */
+static int run_on_loop(cbslot *s, void **args, void *ret) {
+  fstate *S = atomic_load(&s->hub)->S;
+  lua_State *L = S->cbL;
+  int top = lua_gettop(L);
+  runargs ra = { s, args, ret, CT(S->db, s->ct)->base };
+  int isfut = s->futref != LUA_NOREF;
+  lua_pushcfunction(L, isfut ? resolve_protected : run_protected);
+  lua_pushlightuserdata(L, &ra);
+  int st = lua_pcall(L, 1, 0, 0);
+  if (st != LUA_OK) report(L, S, isfut ? "ffi awaitable callback" : "ffi callback");
+  lua_settop(L, top);
+  if (isfut) {
+    if (s->held && api.ok && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
+    slot_kill(L, s);
+  }
+  return st == LUA_OK ? ST_OK : ST_ERROR;
+}
+
+/* ---- foreign threads ---- */
+
+typedef struct waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, abandoned, status, refs;
+} waiter;
+
+typedef struct cbmsg {
+  struct cbmsg *next;
+  cbslot *s;
+  waiter *w;                    /* the caller waits for a result (NULL for void) */
+  void *ret;                    /* result buffer inside this message */
+  void **args;
+  _Alignas(16) char data[];     /* waiter, argument pointers, result, arguments */
+} cbmsg;
+
+static void msg_unref(cbmsg *m) {
+  waiter *w = m->w;
+  if (!w) { free(m); return; }
+  pthread_mutex_lock(&w->mu);
+  int last = --w->refs == 0;
+  pthread_mutex_unlock(&w->mu);
+  if (!last) return;
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+  free(m);
+}
+
+/* The loop-thread half of a foreign call: runs the callback (unless the caller gave up
+ * or the state or loop closed) and wakes the caller. */
+static void deliver_one(cbmsg *m, int status) {
+  cbslot *s = m->s;
+  cbhub *h = atomic_load(&s->hub);
+  int st = ST_CLOSED;
+  int skip = status != 0 || h->closed || atomic_load(&s->state) != SL_LIVE;
+  waiter *w = m->w;
+  if (w) {
+    pthread_mutex_lock(&w->mu);
+    skip |= w->abandoned;
+    pthread_mutex_unlock(&w->mu);
+  }
+  if (!skip) st = run_on_loop(s, m->args, m->ret);
+  if (w) {
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    w->status = st;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+  }
+  msg_unref(m);
+}
+
+/* Foreign calls queue in the hub and one post drains the whole queue: a burst of
+ * completions from several threads costs one wakeup of the loop, not one each. */
+static void drain(las_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  cbhub *h = arg;
+  pthread_mutex_lock(&h->mu);
+  cbmsg *m = h->qhead;
+  h->qhead = h->qtail = NULL;
+  h->scheduled = 0;
+  pthread_mutex_unlock(&h->mu);
+  while (m) {
+    cbmsg *next = m->next;
+    deliver_one(m, status);
+    m = next;
+  }
+}
+
+/* Queues m for the loop thread; fails (nonzero) when the state or the loop is closed. */
+static int enqueue(cbhub *h, cbmsg *m) {
+  int r = 0;
+  m->next = NULL;
+  pthread_mutex_lock(&h->mu);
+  if (h->closed || !h->loop) r = -1;
+  else if (h->scheduled || (r = api.post(h->loop, drain, h)) == 0) {
+    if (h->qtail) h->qtail->next = m; else h->qhead = m;
+    h->qtail = m;
+    h->scheduled = 1;
+  }
+  pthread_mutex_unlock(&h->mu);
+  return r;
+}
+
+/* Waits for the loop thread to run the call. If the loop thread stays inside one and the
+ * same C call for the whole deadlock timeout, it is taken to be waiting for this very
+ * thread (a join, a lock): the call is abandoned with ST_DEADLOCK instead of hanging. */
+static int wait_result(cbhub *h, waiter *w) {
+  long busy0 = atomic_load(&h->busy);
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  pthread_mutex_lock(&w->mu);
+  while (!w->done) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 5 * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    if (w->done) break;
+    long busy = atomic_load(&h->busy);
+    if (!busy || busy != busy0) { busy0 = busy; clock_gettime(CLOCK_MONOTONIC, &start); continue; }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double waited = (double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) * 1e-9;
+    if (waited >= h->deadlock_timeout) {
+      w->abandoned = 1;
+      w->status = ST_DEADLOCK;
+      break;
+    }
+  }
+  int st = w->status;
+  pthread_mutex_unlock(&w->mu);
+  return st;
+}
+
+static void post_report(cbhub *h, const char *text);
+
+#define AL16(n) (((n) + 15) & ~(size_t)15)
+
+/* Copies the arguments (and room for the result) into one message; a void callback
+ * returns at once, one with a result waits for the loop thread. */
+static void foreign_call(cbslot *s, ffi_cif *cif, void *ret, void **args) {
+  cbhub *h = atomic_load(&s->hub);
+  size_t rsize = cif->rtype->size < sizeof(ffi_arg) ? sizeof(ffi_arg) : cif->rtype->size;
+  int waits = cif->rtype->type != FFI_TYPE_VOID;
+  size_t size = sizeof(cbmsg) + (waits ? AL16(sizeof(waiter)) + AL16(rsize) : 0) +
+                AL16(sizeof(void *) * cif->nargs);
+  for (unsigned i = 0; i < cif->nargs; i++) size += AL16(cif->arg_types[i]->size);
+  cbmsg *m = malloc(size);
+  if (!m) { last_status = ST_CLOSED; return; }
+  char *p = m->data;
+  m->s = s;
+  m->w = NULL;
+  m->ret = NULL;
+  if (waits) {
+    waiter *w = m->w = (waiter *)p;
+    p += AL16(sizeof(waiter));
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->done = w->abandoned = w->status = 0;
+    w->refs = 2;
+    m->ret = p;
+    memset(p, 0, rsize);
+    p += AL16(rsize);
+  }
+  m->args = (void **)p;
+  p += AL16(sizeof(void *) * cif->nargs);
+  for (unsigned i = 0; i < cif->nargs; i++) {
+    memcpy(p, args[i], cif->arg_types[i]->size);
+    m->args[i] = p;
+    p += AL16(cif->arg_types[i]->size);
+  }
+  if (enqueue(h, m) != 0) {
+    if (waits) { pthread_mutex_destroy(&m->w->mu); pthread_cond_destroy(&m->w->cv); }
+    free(m);
+    last_status = ST_CLOSED;
+    return;
+  }
+  if (!waits) { last_status = ST_OK; return; }
+  int st = wait_result(h, m->w);
+  if (st == ST_OK) memcpy(ret, m->ret, rsize);
+  else if (st == ST_DEADLOCK)
+    post_report(h, "ffi callback: a call from another thread would deadlock (the loop thread is blocked"
+                " in a C call, waiting for that thread?); it returned 0");
+  last_status = st;
+  msg_unref(m);
+}
+
+typedef struct reportmsg { cbhub *h; char text[160]; } reportmsg;
+
+static void report_cb(las_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  reportmsg *r = arg;
+  if (status == 0 && !r->h->closed && r->h->S) {
+    lua_State *L = r->h->S->cbL;
+    lua_pushstring(L, r->text);
+    report(L, r->h->S, "ffi callback");
+  } else fprintf(stderr, "lasync.ffi: %s\n", r->text);
+  free(r);
+}
+
+/* Misuse seen on a foreign thread is reported on the loop thread, through the loop's
+ * exception handler like any other callback error (stderr if the loop is gone). */
+static void post_report(cbhub *h, const char *text) {
+  reportmsg *r = h ? malloc(sizeof *r) : NULL;
+  int ok = 0;
+  if (r) {
+    r->h = h;
+    snprintf(r->text, sizeof r->text, "%s", text);
+    pthread_mutex_lock(&h->mu);
+    ok = !h->closed && h->loop && api.post(h->loop, report_cb, r) == 0;
+    pthread_mutex_unlock(&h->mu);
+  }
+  if (!ok) { fprintf(stderr, "lasync.ffi: %s\n", text); free(r); }
+}
+
+/* The one entry point of every closure. */
+static void cb_entry(ffi_cif *cif, void *ret, void **args, void *ud) {
+  cbslot *s = ud;
+  if (cif->rtype->type != FFI_TYPE_VOID)
+    memset(ret, 0, cif->rtype->size < sizeof(ffi_arg) ? sizeof(ffi_arg) : cif->rtype->size);
+  cbhub *h = atomic_load(&s->hub);
+  int onloop = h && pthread_equal(pthread_self(), h->owner) && !h->closed && h->S;
+  if (atomic_load(&s->state) != SL_LIVE) {
+    last_status = ST_FREED;
+    if (onloop) {
+      lua_State *L = h->S->cbL;
+      lua_pushliteral(L, "ffi callback: called after it was freed");
+      report(L, h->S, "ffi callback");
+    } else post_report(h, "ffi callback: called after it was freed");
+    return;
+  }
+  if (s->oneshot && atomic_exchange(&s->fired, 1)) {
+    last_status = ST_TWICE;
+    if (onloop) {
+      lua_State *L = h->S->cbL;
+      lua_pushliteral(L, "ffi awaitable: the one-shot callback was called a second time (ignored)");
+      report(L, h->S, "ffi awaitable callback");
+    } else post_report(h, "ffi awaitable: the one-shot callback was called a second time (ignored)");
+    return;
+  }
+  if (onloop) last_status = run_on_loop(s, args, ret);
+  else if (pthread_equal(pthread_self(), h->owner)) last_status = ST_CLOSED;
+  else foreign_call(s, cif, ret, args);
+}
+
+/* ---- Lua API: callbacks ---- */
+
+static const char *wrappers;
+
+/* Callback handles are cdata of the function-pointer type whose payload holds the code
+ * address followed by the slot, flagged so that :free() and :set() can find it. */
+#define CDF_CALLBACK 2
+
+void *ffi_cb_new(lua_State *L, fstate *S, int idx, int ct, int temporary) {
+  idx = lua_absindex(L, idx);
+  int ft = CT(S->db, ct)->base;
+  cbslot *s;
+  hub_bind(L, S);
+  slot_new(L, S, ft, temporary ? "C function call" : "ffi.cast", &s);
+  lua_pushvalue(L, idx);
+  s->fnref = luaL_ref(L, LUA_REGISTRYINDEX);
+  cdata *cd = ffi_newcdata(L, S, ct_unqual(S->db, ct), 2 * sizeof(void *));
+  cd->flags |= CDF_CALLBACK;
+  ((void **)cd->p)[0] = s->code;
+  ((void **)cd->p)[1] = s;
+  if (temporary) {  /* freed when the call returns: kept in the temporaries table */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_temps);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, ++S->ntemps);
+    lua_pop(L, 1);
+  }
+  return s->code;
+}
+
+void ffi_cb_release_temps(lua_State *L, fstate *S, int mark) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_temps);
+  for (int i = S->ntemps; i > mark; i--) {
+    lua_rawgeti(L, -1, i);
+    cdata *cd = lua_touserdata(L, -1);
+    cbslot *s = ((void **)cd->p)[1];
+    if (s && atomic_load(&s->state) == SL_LIVE) slot_kill(L, s);
+    ((void **)cd->p)[1] = NULL;
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pop(L, 1);
+  S->ntemps = mark;
+}
+
+void ffi_cb_loop_enter(fstate *S) {
+  if (S->in_call++ == 0) atomic_store_explicit(S->busy, ++S->seq, memory_order_release);
+}
+
+void ffi_cb_loop_leave(fstate *S) {
+  if (--S->in_call == 0) atomic_store_explicit(S->busy, 0, memory_order_release);
+}
+
+static cbslot *checkhandle(lua_State *L, fstate *S, int idx, const char *ctx) {
+  cdata *cd = ffi_tocdata(L, S, idx);
+  if (!cd || !(cd->flags & CDF_CALLBACK)) luaL_error(L, "%s: callback expected (made by ffi.cast from a Lua function)", ctx);
+  cbslot *s = ((void **)cd->p)[1];
+  if (!s) luaL_error(L, "%s: callback already freed", ctx);
+  return s;
+}
+
+/* cb:free(): the Lua function is released at once; the trampoline stays valid, so a C
+ * library that still calls it gets a reported error and a zero result, not a crash. */
+static int cb_free(lua_State *L) {
+  fstate *S = ffi_state(L);
+  cbslot *s = checkhandle(L, S, 1, "callback:free");
+  cdata *cd = ffi_tocdata(L, S, 1);
+  ((void **)cd->p)[1] = NULL;
+  if (atomic_load(&s->state) == SL_LIVE) slot_kill(L, s);
+  return 0;
+}
+
+static int cb_set(lua_State *L) {
+  fstate *S = ffi_state(L);
+  cbslot *s = checkhandle(L, S, 1, "callback:set");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, LUA_REGISTRYINDEX, s->fnref);
+  return 0;
+}
+
+
+/* Methods of function cdata: :free() and :set() on callbacks, :to_thread(...) and
+ * :awaitable(opts) on any C function. */
+int ffi_cd_method(lua_State *L, fstate *S, cdata *cd);
+int ffi_cd_method(lua_State *L, fstate *S, cdata *cd) {
+  (void)cd;
+  const char *k = lua_tostring(L, 2);
+  if (!strcmp(k, "awaitable") || !strcmp(k, "to_thread")) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, (void *)&wrappers);
+    lua_getfield(L, -1, k[0] == 'a' ? "__ffi_awaitable" : "to_thread");
+    return 1;
+  }
+  lua_CFunction f = !strcmp(k, "free") ? cb_free : !strcmp(k, "set") ? cb_set : NULL;
+  if (!f) return luaL_error(L, "cdata index: function cdata has no member '%s'", k);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  (void)S;
+  lua_pushcclosure(L, f, 1);
+  return 1;
+}
+
+/* ---- awaitables ---- */
+
+/* start(fut, cfunc, cbindex, args...): arms a one-shot slot bound to fut, holds the loop
+ * and calls cfunc with the slot's code in parameter cbindex. Returns the C result and a
+ * token (slot, generation) that release() uses when the awaiting task gives up. */
+static int aw_start(lua_State *L) {
+  fstate *S = ffi_state(L);
+  int ft;
+  ffi_checkfunc(L, S, 2, &ft, "ffi.awaitable");
+  ctype *c = CT(S->db, ft);
+  int cbi = (int)luaL_checkinteger(L, 3) - 1;
+  int pt = S->db->params[c->aux + cbi];
+  las_loop_t *loop = hub_bind(L, S);
+  if (!loop) return luaL_error(L, "ffi.awaitable: no running lasync loop (call it inside lasync.run)");
+  cbslot *s;
+  slot_new(L, S, CT(S->db, pt)->base, "ffi.awaitable", &s);
+  s->oneshot = 1;
+  lua_pushvalue(L, 1);
+  s->futref = luaL_ref(L, LUA_REGISTRYINDEX);
+  api.hold(loop);
+  s->held = 1;
+  int nargs = lua_gettop(L) - 3 + 1;
+  lua_pushvalue(L, 2);
+  for (int i = 0, j = 4; i < nargs; i++) {
+    if (i == cbi) lua_pushlightuserdata(L, s->code);
+    else lua_pushvalue(L, j++);
+  }
+  if (lua_pcall(L, nargs, 1, 0) != LUA_OK) {  /* the C side never got the callback */
+    if (atomic_load(&s->state) == SL_LIVE && !atomic_load(&s->fired)) {
+      if (s->held) { s->held = 0; api.release(loop); }
+      slot_kill(L, s);
+    }
+    return lua_error(L);
+  }
+  lua_pushlightuserdata(L, s);
+  lua_pushinteger(L, s->gen);
+  return 3;
+}
+
+/* oneshot(fut, ct): a one-shot callback of function-pointer type ct bound to fut, for APIs
+ * that take their callback inside a struct (a sigevent) rather than as a parameter.
+ * Returns the function pointer and the release token. */
+static int os_new(lua_State *L) {
+  fstate *S = ffi_state(L);
+  int ct = ffi_checkct(L, S, 2, "ffi.oneshot");
+  ctype *c = CT(S->db, ct);
+  if (c->kind != CT_PTR || CT(S->db, c->base)->kind != CT_FUNC)
+    return luaL_error(L, "ffi.oneshot: function pointer type expected");
+  las_loop_t *loop = hub_bind(L, S);
+  if (!loop) return luaL_error(L, "ffi.oneshot: no running lasync loop (call it inside lasync.run)");
+  cbslot *s;
+  slot_new(L, S, c->base, "ffi.oneshot", &s);
+  s->oneshot = 1;
+  lua_pushvalue(L, 1);
+  s->futref = luaL_ref(L, LUA_REGISTRYINDEX);
+  api.hold(loop);
+  s->held = 1;
+  cdata *cd = ffi_newcdata(L, S, ct_unqual(S->db, ct), sizeof(void *));
+  *(void **)cd->p = s->code;
+  lua_pushlightuserdata(L, s);
+  lua_pushinteger(L, s->gen);
+  return 3;
+}
+
+/* release(slot, token, never): the awaiting task is done (usually cancelled). The loop is
+ * no longer held for this operation; with `never` the C side promised not to call, so
+ * the slot is freed, otherwise it stays armed for a late call. */
+static int aw_release(lua_State *L) {
+  fstate *S = ffi_state(L);
+  cbslot *s = lua_touserdata(L, 1);
+  lua_Integer tok = luaL_checkinteger(L, 2);
+  if (!s || atomic_load(&s->state) != SL_LIVE || atomic_load(&s->hub) != S->hub || !s->oneshot ||
+      (s->gen) != tok)
+    return 0;
+  if (s->held && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
+  if (lua_toboolean(L, 3) && !atomic_load(&s->fired)) slot_kill(L, s);
+  return 0;
+}
+
+/* ---- blocking calls on the thread pool ---- */
+
+typedef union jslot { int64_t i; double d; void *p; long double ld; } jslot;
+
+typedef struct job {
+  uv_work_t req;
+  fstate *S;
+  las_loop_t *loop;
+  ffi_cif *cif;
+  ffi_cif vcif;
+  void (*fn)(void);
+  int rt, futref, anchor, err;
+  void *av[FFI_MAXARGS];
+  ffi_type *vt[FFI_MAXARGS];
+  jslot slots[FFI_MAXARGS];
+  jslot rbuf[2];
+  void *rv;
+} job;
+
+static void work_cb(uv_work_t *req) {
+  job *j = req->data;
+  ffi_call(j->cif, j->fn, j->rv, j->av);
+  j->err = errno;
+}
+
+static int after_protected(lua_State *L) {
+  job *j = lua_touserdata(L, 1);
+  fstate *S = j->S;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, j->futref);
+  int fut = lua_gettop(L);
+  lua_getfield(L, fut, "done");
+  lua_pushvalue(L, fut);
+  lua_call(L, 1, 1);
+  if (lua_toboolean(L, -1)) return 0;
+  lua_getfield(L, fut, "set_result");
+  lua_pushvalue(L, fut);
+  ctype *rc = CT(S->db, j->rt);
+  if (rc->kind == CT_VOID) { lua_call(L, 1, 0); return 0; }
+  if (ct_isint(rc) && rc->size < sizeof(ffi_arg)) {
+    int64_t v = (rc->flags & CTF_UNSIGNED) || rc->kind == CT_BOOL ? (int64_t)(ffi_arg)j->rbuf[0].i : (int64_t)(ffi_sarg)j->rbuf[0].i;
+    memcpy(j->rbuf, &v, 8);  /* little-endian: the low bytes are the value */
+  }
+  if (rc->kind == CT_STRUCT || rc->kind == CT_UNION) {
+    cdata *cd = ffi_newcdata(L, S, ct_unqual(S->db, j->rt), rc->size);
+    memcpy(cd->p, j->rv, rc->size);
+  } else ffi_pushc(L, S, j->rt, j->rv, 0);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+static void after_cb(uv_work_t *req, int status) {
+  (void)status;
+  job *j = req->data;
+  fstate *S = j->S;
+  cbhub *h = S->hub;
+  if (!h->closed) {
+    lua_State *L = S->cbL;
+    S->saved_errno = j->err;
+    lua_pushcfunction(L, after_protected);
+    lua_pushlightuserdata(L, j);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) report(L, S, "ffi.to_thread");
+    luaL_unref(L, LUA_REGISTRYINDEX, j->futref);
+    luaL_unref(L, LUA_REGISTRYINDEX, j->anchor);  /* the job itself lives in the anchor */
+  }
+  api.release(j->loop);
+}
+
+/* start(fut, cfunc, args...): converts the arguments on the loop thread into a job that
+ * also anchors them (strings and buffers stay alive until the call returns), then queues
+ * the call on the libuv thread pool. */
+static int tt_start(lua_State *L) {
+  fstate *S = ffi_state(L);
+  int ft;
+  void *fn = ffi_checkfunc(L, S, 2, &ft, "ffi.to_thread");
+  ctype *c = CT(S->db, ft);
+  fcif *fc = ffi_getcif(L, S, ft, "ffi.to_thread");
+  int nargs = lua_gettop(L) - 2;
+  if (nargs != fc->nparams && !((c->flags & CTF_VARARG) && nargs > fc->nparams))
+    return luaL_error(L, "ffi.to_thread: wrong number of arguments (expected %d, got %d)", fc->nparams, nargs);
+  if (nargs > FFI_MAXARGS) return luaL_error(L, "ffi.to_thread: too many arguments");
+  las_loop_t *loop = hub_bind(L, S);
+  if (!loop) return luaL_error(L, "ffi.to_thread: no running lasync loop (call it inside lasync.run)");
+  lua_createtable(L, nargs + 2, 0);  /* the anchor: job, arguments, big buffers */
+  int anchor = lua_gettop(L);
+  job *j = lua_newuserdatauv(L, sizeof(job), 0);
+  memset(j, 0, sizeof *j);
+  lua_rawseti(L, anchor, 1);
+  j->S = S;
+  j->fn = FFI_FN(fn);
+  j->rt = c->base;
+  j->cif = &fc->cif;
+  for (int i = 0; i < nargs; i++) {
+    lua_pushvalue(L, i + 3);
+    lua_rawseti(L, anchor, i + 2);
+    int pt;
+    if (i < fc->nparams) { pt = S->db->params[c->aux + i]; j->vt[i] = fc->atypes[i]; }
+    else {
+      cdata *cd = ffi_tocdata(L, S, i + 3);
+      int t = lua_type(L, i + 3);
+      pt = t == LUA_TNUMBER ? (lua_isinteger(L, i + 3) ? S->db->t_i64 : S->db->t_double) :
+           t == LUA_TSTRING ? S->db->t_ccharp : cd ? cd->ct : S->db->t_voidp;
+      if (cd && CT(S->db, pt)->kind == CT_ARRAY) pt = S->db->t_voidp;
+      j->vt[i] = ffi_typeof(L, S, pt, "ffi.to_thread");
+    }
+    ctype *p = CT(S->db, pt);
+    j->av[i] = &j->slots[i];
+    if (p->size > sizeof(jslot)) {
+      j->av[i] = lua_newuserdatauv(L, p->size, 0);
+      lua_rawseti(L, anchor, nargs + 2 + i);
+    }
+    ffi_toc(L, S, i + 3, pt, j->av[i], "ffi.to_thread", 0);
+  }
+  if (nargs > fc->nparams) {
+    if (ffi_prep_cif_var(&j->vcif, FFI_DEFAULT_ABI, (unsigned)fc->nparams, (unsigned)nargs, fc->cif.rtype, j->vt) != FFI_OK)
+      return luaL_error(L, "ffi.to_thread: libffi cannot prepare this variadic call");
+    j->cif = &j->vcif;
+  }
+  ctype *rc = CT(S->db, c->base);
+  j->rv = j->rbuf;
+  if (rc->size > sizeof j->rbuf) {
+    j->rv = lua_newuserdatauv(L, rc->size, 0);
+    lua_rawseti(L, anchor, 2 * nargs + 3);
+  }
+  j->req.data = j;
+  j->loop = loop;
+  if (uv_queue_work(api.uv(loop), &j->req, work_cb, after_cb) != 0)
+    return luaL_error(L, "ffi.to_thread: cannot queue work on the thread pool");
+  api.hold(loop);
+  lua_pushvalue(L, anchor);
+  j->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 1);
+  j->futref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* The Lua halves: lasync futures are made and awaited through the pinned Lua API. */
+static const char *wrappers =
+  "local aw_start, aw_release, tt_start, os_new = ...\n"
+  "local lasync\n"
+  "local function future()\n"
+  "  lasync = lasync or require 'lasync'\n"
+  "  return lasync.future()\n"
+  "end\n"
+  "local M = {}\n"
+  "function M.awaitable(fn, opts)\n"
+  "  opts = opts or {}\n"
+  "  local idx, check = opts.callback, opts.check\n"
+  "  local never_on_cancel = opts.never_on_cancel\n"
+  "  return function(...)\n"
+  "    local fut = future()\n"
+  "    local ret, slot, tok = aw_start(fut, fn, idx, ...)\n"
+  "    if check and not check(ret) then\n"
+  "      aw_release(slot, tok, true)\n"
+  "      fut:cancel()\n"
+  "      return nil, ret\n"
+  "    end\n"
+  "    if not fut:done() then\n"
+  "      fut:add_done_callback(function(f) aw_release(slot, tok, never_on_cancel and f:cancelled()) end)\n"
+  "    end\n"
+  "    return fut:await()\n"
+  "  end\n"
+  "end\n"
+  "function M.oneshot(ct)\n"
+  "  local fut = future()\n"
+  "  local ptr, slot, tok = os_new(fut, ct)\n"
+  "  fut:add_done_callback(function() aw_release(slot, tok, false) end)\n"
+  "  return ptr, fut, function() aw_release(slot, tok, true); fut:cancel() end\n"
+  "end\n"
+  "function M.to_thread(fn, ...)\n"
+  "  local fut = future()\n"
+  "  tt_start(fut, fn, ...)\n"
+  "  return fut:await()\n"
+  "end\n"
+  "return M\n";
+
+/* ffi.awaitable(cfunc [, opts]) checks the function and finds its callback parameter
+ * (opts.callback, else the only function-pointer parameter), then defers to the Lua half. */
+static int f_awaitable(lua_State *L) {
+  fstate *S = ffi_state(L);
+  int ft;
+  ffi_checkfunc(L, S, 1, &ft, "ffi.awaitable");
+  ctype *c = CT(S->db, ft);
+  int idx = -1;
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "callback") != LUA_TNIL) {
+    idx = (int)luaL_checkinteger(L, -1) - 1;
+    if (idx < 0 || idx >= c->n) return luaL_error(L, "ffi.awaitable: callback index %d out of range", idx + 1);
+  } else {
+    for (int i = 0; i < c->n; i++) {
+      ctype *p = CT(S->db, S->db->params[c->aux + i]);
+      if (p->kind == CT_PTR && CT(S->db, p->base)->kind == CT_FUNC) {
+        if (idx >= 0) return luaL_error(L, "ffi.awaitable: several callback parameters; say which with opts.callback");
+        idx = i;
+      }
+    }
+    if (idx < 0) return luaL_error(L, "ffi.awaitable: the function has no callback parameter");
+  }
+  ctype *p = CT(S->db, S->db->params[c->aux + idx]);
+  if (p->kind != CT_PTR || CT(S->db, p->base)->kind != CT_FUNC)
+    return luaL_error(L, "ffi.awaitable: parameter %d is not a function pointer", idx + 1);
+  lua_settop(L, 2);
+  lua_newtable(L);
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "check"); lua_setfield(L, 3, "check");
+    lua_getfield(L, 2, "never_on_cancel"); lua_setfield(L, 3, "never_on_cancel");
+  }
+  lua_pushinteger(L, idx + 1);
+  lua_setfield(L, 3, "callback");
+  lua_getfield(L, lua_upvalueindex(2), "awaitable");
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 3);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* ffi.hold(): keeps the running loop alive while C code that will call back from its own
+ * threads is at work (plain callbacks do not hold it; awaitables and to_thread do).
+ * The guard's :release() is idempotent and also runs as __close and __gc. */
+typedef struct guard { las_loop_t *loop; } guard;
+
+static int guard_release(lua_State *L) {
+  guard *g = luaL_checkudata(L, 1, "lasync.ffi.hold");
+  if (g->loop) { api.release(g->loop); api.unref(g->loop); g->loop = NULL; }
+  return 0;
+}
+
+static int f_hold(lua_State *L) {
+  fstate *S = ffi_state(L);
+  las_loop_t *loop = hub_bind(L, S);
+  if (!loop) return luaL_error(L, "ffi.hold: no running lasync loop (call it inside lasync.run)");
+  guard *g = lua_newuserdatauv(L, sizeof(guard), 0);
+  g->loop = NULL;
+  if (luaL_newmetatable(L, "lasync.ffi.hold")) {
+    lua_pushcfunction(L, guard_release);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__close");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__gc");
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "release");
+    lua_setfield(L, -3, "__index");
+    lua_pop(L, 1);
+  }
+  lua_setmetatable(L, -2);
+  api.ref(loop);
+  api.hold(loop);
+  g->loop = loop;
+  return 1;
+}
+
+static int f_debug_fail_closures(lua_State *L) {
+  pthread_mutex_lock(&pool_mu);
+  fail_closures = (int)luaL_checkinteger(L, 1);
+  pthread_mutex_unlock(&pool_mu);
+  return 0;
+}
+
+static int f_deadlock_timeout(lua_State *L) {
+  fstate *S = ffi_state(L);
+  double old = S->hub->deadlock_timeout;
+  if (!lua_isnoneornil(L, 1)) S->hub->deadlock_timeout = luaL_checknumber(L, 1);
+  lua_pushnumber(L, old);
+  return 1;
+}
+
+static int f_last_status(lua_State *L) {
+  lua_pushinteger(L, last_status);
+  return 1;
+}
+
+void ffi_cb_open(lua_State *L, fstate *S) {
+  cbhub *h = calloc(1, sizeof *h);
+  if (!h) luaL_error(L, "lasync.ffi: out of memory");
+  pthread_mutex_init(&h->mu, NULL);
+  h->owner = pthread_self();
+  h->deadlock_timeout = 1.0;
+  h->S = S;
+  pthread_mutex_lock(&pool_mu);
+  h->next = all_hubs;
+  all_hubs = h;
+  pthread_mutex_unlock(&pool_mu);
+  S->hub = h;
+  S->busy = &h->busy;
+  S->cbL = lua_newthread(L);
+  S->ref_cbL = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  S->ref_temps = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* The state is closing: from now on foreign threads get ST_CLOSED; closures stay valid
+ * (C may still call them) but no longer reach Lua, and the loop reference is dropped
+ * under the hub lock, so no post can race with it. */
+void ffi_cb_close(fstate *S) {
+  cbhub *h = S->hub;
+  if (!h) return;
+  pthread_mutex_lock(&h->mu);
+  h->closed = 1;
+  h->S = NULL;
+  las_loop_t *loop = h->loop;
+  h->loop = NULL;
+  pthread_mutex_unlock(&h->mu);
+  if (loop && api.ok) api.unref(loop);
+  S->hub = NULL;
+}
+
+void ffi_cb_functions(lua_State *L, fstate *S, int sidx) {
+  (void)S;
+  sidx = lua_absindex(L, sidx);
+  int mod = lua_gettop(L);
+  if (luaL_loadbuffer(L, wrappers, strlen(wrappers), "=lasync.ffi") != LUA_OK) lua_error(L);
+  lua_pushvalue(L, sidx); lua_pushcclosure(L, aw_start, 1);
+  lua_pushvalue(L, sidx); lua_pushcclosure(L, aw_release, 1);
+  lua_pushvalue(L, sidx); lua_pushcclosure(L, tt_start, 1);
+  lua_pushvalue(L, sidx); lua_pushcclosure(L, os_new, 1);
+  lua_call(L, 4, 1);
+  int w = lua_gettop(L);
+  lua_pushvalue(L, w);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, (void *)&wrappers);
+  lua_getfield(L, w, "to_thread");
+  lua_setfield(L, mod, "to_thread");
+  lua_getfield(L, w, "oneshot");
+  lua_setfield(L, mod, "oneshot");
+  lua_pushvalue(L, sidx);
+  lua_pushvalue(L, w);
+  lua_pushcclosure(L, f_awaitable, 2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, mod, "awaitable");
+  lua_setfield(L, w, "__ffi_awaitable");
+  lua_settop(L, mod);
+  static const luaL_Reg fs[] = {
+    { "debug_fail_closures", f_debug_fail_closures }, { "deadlock_timeout", f_deadlock_timeout },
+    { "last_status", f_last_status }, { "hold", f_hold }, { NULL, NULL }
+  };
+  lua_pushvalue(L, sidx);
+  luaL_setfuncs(L, fs, 1);
+}

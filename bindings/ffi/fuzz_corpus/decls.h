@@ -1,0 +1,13 @@
+typedef struct point { int x, y; double z; } point_t;
+struct nest { char c; struct point p; int a[3]; union { int i; double d; }; };
+typedef int (*cmp_t)(const void *, const void *);
+void qsort(void *base, size_t n, size_t sz, int (*cmp)(const void *, const void *));
+int printf(const char *fmt, ...);
+enum color { RED, GREEN = 5, BLUE, MASK = (1 << 4) | RED };
+extern int counter;
+void (*signal(int sig, void (*func)(int)))(int);
+typedef unsigned long size_t;
+char *names[4];
+static const int arr[RED + BLUE * 2 + sizeof(int)];
+struct flex { int n; double data[]; };
+int f(int) __attribute__((nonnull)) __asm__("g");

@@ -1,0 +1,1 @@
+struct a { struct a *next; }; struct a; union u { char c; long l; } __attribute__((aligned(8)));
