@@ -145,19 +145,60 @@ static lfut *new_box(lua_State *L, lstate *S, size_t size, int nuv, int kind, in
   return fu;
 }
 
-static void anchor(lua_State *L, lstate *S, int idx, int *ref) {
+/* Keeps the value at idx reachable while C holds a pointer into it (a pending task, a
+ * queued callback); returns the slot to release it with. */
+int lasync__anchor(lua_State *L, lstate *S, int idx) {
   idx = lua_absindex(L, idx);
+  int slot = S->nfree > 0 ? S->freeslots[--S->nfree] : S->nextslot++;
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
   lua_pushvalue(L, idx);
-  *ref = luaL_ref(L, -2);
+  lua_rawseti(L, -2, slot);
   lua_pop(L, 1);
+  return slot;
 }
 
-static void unanchor(lua_State *L, lstate *S, int *ref) {
-  if (*ref == LUA_NOREF) return;
+static void free_slot(lstate *S, int slot) {
+  if (S->nfree == S->capfree) {
+    int cap = S->capfree ? S->capfree * 2 : 256;
+    int *n = realloc(S->freeslots, (size_t)cap * sizeof *n);
+    if (!n) return; /* the slot number is merely not reused */
+    S->freeslots = n;
+    S->capfree = cap;
+  }
+  S->freeslots[S->nfree++] = slot;
+}
+
+void lasync__unanchor(lua_State *L, lstate *S, int ref) {
+  if (ref == LUA_NOREF) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-  luaL_unref(L, -1, *ref);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, ref);
   lua_pop(L, 1);
+  free_slot(S, ref);
+}
+
+/* Pushes the anchored value and releases its slot. */
+void lasync__take_anchored(lua_State *L, lstate *S, int ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_rawgeti(L, -1, ref);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, ref);
+  lua_remove(L, -2);
+  free_slot(S, ref);
+}
+
+/* A fresh anchors table for a new run (or after one): everything the last run held goes. */
+void lasync__reset_anchors(lua_State *L, lstate *S) {
+  lua_newtable(L);
+  lua_rawseti(L, LUA_REGISTRYINDEX, S->anchors);
+  S->nfree = 0;
+  S->nextslot = 1;
+}
+
+static void anchor(lua_State *L, lstate *S, int idx, int *ref) { *ref = lasync__anchor(L, S, idx); }
+
+static void unanchor(lua_State *L, lstate *S, int *ref) {
+  lasync__unanchor(L, S, *ref);
   *ref = LUA_NOREF;
 }
 
@@ -414,7 +455,7 @@ static void record_traceback(lua_State *L, lstate *S, ltask *tk, lua_State *of, 
 /* Message handler of a task's body: runs where the error was raised, inside the task, so the
  * traceback shows the task's own stack. The error value itself goes on unchanged. */
 static int task_msgh(lua_State *L) {
-  lstate *S = getS(L);
+  lstate *S = lasync__state(L); /* a light function: no closure to allocate per task */
   if (S->current && !is_instance(L, 1, S->cls_cancelled))
     record_traceback(L, S, S->current, L, 1, 1);
   lua_settop(L, 1);
@@ -439,8 +480,7 @@ static int task_body_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int task_body(lua_State *L) {
   int nargs = lua_gettop(L) - 1;
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushcclosure(L, task_msgh, 1);
+  lua_pushcfunction(L, task_msgh);
   lua_insert(L, 1);
   return task_body_k(L, lua_pcallk(L, nargs, LUA_MULTRET, 1, 0, task_body_k), 0);
 }
@@ -544,8 +584,7 @@ static ltask *spawn_at(lua_State *L, lstate *S, int fidx, int nargs) {
   tk->co = co;
   lua_setiuservalue(L, -2, LASYNC_UV_THREAD);
   lua_checkstack(co, nargs + 2);
-  lua_pushlightuserdata(L, S);
-  lua_pushcclosure(L, task_body, 1);
+  lua_pushcfunction(L, task_body);
   for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fidx + i);
   lua_xmove(L, co, nargs + 2);
   las_task_t *t = las_task_new(S->loop, task_step, tk);
@@ -938,17 +977,12 @@ static int f_error(lua_State *L) {
   }
 }
 
-/* Lua done callbacks: each registration anchors {fn, future} and passes the anchor's ref as
- * the core callback's word, so removal can find it by function. */
-static void lua_done_cb(void *a, void *b) {
-  las_future_t *f = b;
-  lstate *S = las_loop_get_data(las_future_loop(f));
+/* Lua done callbacks: each registration anchors {fn, future} and passes the anchor's slot as
+ * the core callback's word, so removal can find it by function. Runs fn(future) and reports
+ * an error through the exception handler. */
+static void run_done_callback(lstate *S, int ref) {
   lua_State *L = S->runL;
-  int ref = (int)(intptr_t)a;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-  lua_rawgeti(L, -1, ref);
-  luaL_unref(L, -2, ref);
-  lua_remove(L, -2);
+  lasync__take_anchored(L, S, ref);
   lua_rawgeti(L, -1, 1);
   lua_rawgeti(L, -2, 2);
   lua_remove(L, -3);
@@ -962,27 +996,12 @@ static void lua_done_cb(void *a, void *b) {
   lua_pop(L, 1);
 }
 
-/* A done callback for a finished task, whose C object is gone: a plain call_soon. */
-static void lua_done_detached_cb(void *a, void *b) {
-  lstate *S = b;
-  lua_State *L = S->runL;
-  int ref = (int)(intptr_t)a;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-  lua_rawgeti(L, -1, ref);
-  luaL_unref(L, -2, ref);
-  lua_remove(L, -2);
-  lua_rawgeti(L, -1, 1);
-  lua_rawgeti(L, -2, 2);
-  lua_remove(L, -3);
-  int base = lua_gettop(L) - 1;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->tbfunc);
-  lua_insert(L, base);
-  if (lua_pcall(L, 1, 0, base) != LUA_OK) {
-    lasync__report(L, S, "Exception in a done callback", lua_gettop(L), 0, NULL);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
+static void lua_done_cb(void *a, void *b) {
+  run_done_callback(las_loop_get_data(las_future_loop(b)), (int)(intptr_t)a);
 }
+
+/* The same through call_soon, for a future with no C object (a Lua future, a finished task). */
+static void lua_done_detached_cb(void *a, void *b) { run_done_callback(b, (int)(intptr_t)a); }
 
 static int f_add_done_callback(lua_State *L) {
   lstate *S = getS(L);
@@ -1048,7 +1067,7 @@ static int f_remove_done_callback(lua_State *L) {
     lua_pop(L, 2);
     if (same) {
       las_future_remove_callback(fu->f, cb, a);
-      luaL_unref(L, -1, ref);
+      lasync__unanchor(L, S, ref);
       removed++;
     }
   }
@@ -1199,6 +1218,9 @@ static int tb_handler(lua_State *L) {
 
 static int state_gc(lua_State *L) {
   lstate *S = lua_touserdata(L, 1);
+  free(S->freeslots);
+  S->freeslots = NULL;
+  S->nfree = S->capfree = 0;
   if (S->loop) {
     las_loop_destroy(S->loop);
     S->loop = NULL;
@@ -1262,6 +1284,7 @@ static lstate *open_state(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
   lua_newtable(L);
   S->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  S->nextslot = 1;
   /* Lua futures have a finalizer only once they failed; C futures always (to drop their
    * reference on the C object). */
   S->mt_future = make_mt(L, S, "lasync.Future", future_methods, NULL, false);

@@ -70,6 +70,9 @@ struct lstate {
   bool debug;
   double slow;
   unsigned run;       /* serial of the current lasync.run */
+  /* Anchor slots: indices into the anchors table, recycled through a C free list (cheaper
+   * than luaL_ref's free list kept in the table itself). Reset with the table each run. */
+  int *freeslots, nfree, capfree, nextslot;
   char cbwhere[160];  /* debug mode: where the Lua callback now running was defined */
 };
 
@@ -90,6 +93,10 @@ void lasync__open_loop(lua_State *L, lstate *S);
 int lasync__run(lua_State *L);
 void lasync__drain_unretrieved(lua_State *L, lstate *S);
 void lasync__detach_task(ltask *tk);
+int lasync__anchor(lua_State *L, lstate *S, int idx);
+void lasync__unanchor(lua_State *L, lstate *S, int ref);
+void lasync__take_anchored(lua_State *L, lstate *S, int ref);
+void lasync__reset_anchors(lua_State *L, lstate *S);
 int lasync__cancel_hook(las_task_t *t, void *data);
 int lasync__push_outcome(lua_State *L, lstate *S, lfut *fu, int idx);
 void lasync__push_errval(lua_State *L, lfut *fu, int idx);

@@ -158,11 +158,8 @@ static void handle_cb(void *a, void *b) {
   lhandle *h = a;
   lstate *S = h->S;
   lua_State *L = S->runL;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-  lua_rawgeti(L, -1, h->ref);
-  luaL_unref(L, -2, h->ref);
+  lasync__take_anchored(L, S, h->ref);
   h->ref = LUA_NOREF;
-  lua_remove(L, -2);
   if (h->cancelled) {
     lua_pop(L, 1);
     return;
@@ -212,10 +209,7 @@ static lhandle *new_handle(lua_State *L, lstate *S, int fidx, const char *fname)
     lua_rawseti(L, -2, i + 1);
   }
   lua_setiuservalue(L, -2, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-  lua_pushvalue(L, -2);
-  h->ref = luaL_ref(L, -2);
-  lua_pop(L, 1);
+  h->ref = lasync__anchor(L, S, -1);
   return h;
 }
 
@@ -259,8 +253,7 @@ static int handle_cancel(lua_State *L) {
   h->cancelled = true;
   if (h->timer && las_timer_active(h->timer)) {
     las_timer_stop(h->timer);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->S->anchors);
-    luaL_unref(L, -1, h->ref);
+    lasync__unanchor(L, h->S, h->ref);
     h->ref = LUA_NOREF;
   }
   return 0;
@@ -426,8 +419,7 @@ static int loop_close(lua_State *L) {
     S->handler = LUA_NOREF;
     luaL_unref(L, LUA_REGISTRYINDEX, S->loopbox);
     S->loopbox = LUA_NOREF;
-    lua_newtable(L);
-    lua_rawseti(L, LUA_REGISTRYINDEX, S->anchors);
+    lasync__reset_anchors(L, S);
   }
   return 0;
 }
@@ -501,8 +493,7 @@ int lasync__run(lua_State *L) {
   las_loop_set_cancel_hook(loop, lasync__cancel_hook);
   lua_pushvalue(L, boxidx);
   S->loopbox = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_newtable(L);
-  lua_rawseti(L, LUA_REGISTRYINDEX, S->anchors);
+  lasync__reset_anchors(L, S);
   const char *dbg = getenv("LASYNC_DEBUG");
   S->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
   apply_debug(S, S->slow);

@@ -17,6 +17,8 @@ const char *las_strerror(int err) {
 
 /* ----------------------------------------------------------------------------- the ring */
 
+#define LAS__RING_KEEP 4096 /* entries a drained ring keeps; a larger one is freed */
+
 /* Doubles the ring, unwrapping it so that the entries start at index 0 again. */
 static int ring_grow(las__ring_t *r) {
   size_t cap = r->buf ? (r->mask + 1) * 2 : 64;
@@ -267,6 +269,13 @@ static void run_pass(las_loop_t *loop) {
     las__entry_drop(&e);
   }
   loop->in_pass = false;
+  /* A burst (100,000 spawns) grows the ring; once drained, give the memory back. */
+  if (loop->ready.count == 0 && loop->ready.mask + 1 > LAS__RING_KEEP) {
+    free(loop->ready.buf);
+    loop->ready.buf = NULL;
+    loop->ready.head = 0;
+    loop->ready.mask = 0;
+  }
   las__loop_update(loop);
 }
 
