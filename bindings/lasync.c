@@ -1342,8 +1342,14 @@ static void load_embedded(lua_State *L, int mod) {
   }
 }
 
+static const lasync_api api_table = {
+  LASYNC_API_VERSION, lasync_getloop, las_loop_post, las_loop_hold, las_loop_release,
+  las_loop_uv, las_loop_ref, las_loop_unref, lasync_report_error};
+
 int lasync_open(lua_State *L) {
   lstate *S = open_state(L);
+  lua_pushlightuserdata(L, (void *)&api_table);
+  lua_setfield(L, LUA_REGISTRYINDEX, LASYNC_API_KEY);
   lua_createtable(L, 0, 40);
   int mod = lua_gettop(L);
   lua_pushlightuserdata(L, S);

@@ -40,6 +40,24 @@ las_future_t *lasync_tofuture(lua_State *L, int idx);
  * never dropping it; `what` says where it came from (e.g. "ffi callback"). Pops nothing. */
 void lasync_report_error(lua_State *L, int idx, const char *what);
 
+/* What a separately loaded module (lasync.ffi) needs from the lasync instance of a state.
+ * lasync_open leaves a pointer to this table in the registry under LASYNC_API_KEY: linking
+ * lasync into the other module would give it a second, unconnected instance, and looking
+ * symbols up would require hosts to export theirs. */
+#define LASYNC_API_KEY "lasync.api"
+#define LASYNC_API_VERSION 1
+typedef struct lasync_api {
+  int version;
+  las_loop_t *(*getloop)(lua_State *L);
+  int (*post)(las_loop_t *loop, las_post_cb cb, void *arg);
+  void (*hold)(las_loop_t *loop);
+  void (*release)(las_loop_t *loop);
+  uv_loop_t *(*uv)(las_loop_t *loop);
+  void (*ref)(las_loop_t *loop);
+  void (*unref)(las_loop_t *loop);
+  void (*report)(lua_State *L, int idx, const char *what);
+} lasync_api;
+
 #ifdef __cplusplus
 }
 #endif

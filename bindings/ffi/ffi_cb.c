@@ -25,53 +25,28 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* ---- the lasync entry points, taken from the loaded lasync module ---- */
+/* ---- the lasync entry points, from the lasync instance of this state ---- */
 
 /* The FFI module must use the very lasync instance the script loaded (its state lives
- * behind static registry keys), so the functions are looked up in the process (the
- * runner exports them) or in the already loaded lasync.so, never linked twice. */
-typedef struct lasapi {
-  int ok;
-  las_loop_t *(*getloop)(lua_State *L);
-  int (*post)(las_loop_t *loop, las_post_cb cb, void *arg);
-  void (*hold)(las_loop_t *loop);
-  void (*release)(las_loop_t *loop);
-  uv_loop_t *(*uv)(las_loop_t *loop);
-  void (*ref)(las_loop_t *loop);
-  void (*unref)(las_loop_t *loop);
-  void (*report)(lua_State *L, int idx, const char *what);
-} lasapi;
-
-static lasapi api;
-
-static void *find_sym(void *h, const char *name) {
-  void *p = h ? dlsym(h, name) : NULL;
-  return p ? p : dlsym(RTLD_DEFAULT, name);
-}
+ * behind static registry keys), so it takes lasync's entry points from the table that
+ * lasync_open leaves in the registry (bindings/lasync.h), never linking lasync twice. */
+static lasync_api api;
+static int api_ok;
 
 static int load_api(lua_State *L) {
-  if (api.ok) return 1;
-  void *h = NULL;
-  if (!dlsym(RTLD_DEFAULT, "lasync_getloop")) {
+  if (api_ok) return 1;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LASYNC_API_KEY) != LUA_TLIGHTUSERDATA) {
+    lua_pop(L, 1);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "lasync");
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) { lua_pop(L, 1); return 0; }
-    if (luaL_dostring(L, "return package.searchpath('lasync', package.cpath)") == LUA_OK && lua_isstring(L, -1))
-      h = dlopen(lua_tostring(L, -1), RTLD_NOW | RTLD_NOLOAD);
-    lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, LASYNC_API_KEY);
   }
-  lasapi a;
-  *(void **)&a.getloop = find_sym(h, "lasync_getloop");
-  *(void **)&a.post = find_sym(h, "las_loop_post");
-  *(void **)&a.hold = find_sym(h, "las_loop_hold");
-  *(void **)&a.release = find_sym(h, "las_loop_release");
-  *(void **)&a.uv = find_sym(h, "las_loop_uv");
-  *(void **)&a.ref = find_sym(h, "las_loop_ref");
-  *(void **)&a.unref = find_sym(h, "las_loop_unref");
-  *(void **)&a.report = find_sym(h, "lasync_report_error");
-  if (!a.getloop || !a.post || !a.hold || !a.release || !a.uv || !a.ref || !a.unref || !a.report) return 0;
-  a.ok = 1;
-  api = a;
+  const lasync_api *a = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!a || a->version != LASYNC_API_VERSION) return 0;
+  api = *a;
+  api_ok = 1;
   return 1;
 }
 
@@ -281,7 +256,7 @@ static void report(lua_State *L, fstate *S, const char *what) {
     }
     return;
   }
-  if (api.ok && api.getloop(L)) { api.report(L, -1, what); lua_pop(L, 1); return; }
+  if (api_ok && api.getloop(L)) { api.report(L, -1, what); lua_pop(L, 1); return; }
   fprintf(stderr, "lasync.ffi: error in %s: %s\n", what, luaL_tolstring(L, -1, NULL));
   lua_pop(L, 1);
 }
@@ -348,7 +323,7 @@ static int run_on_loop(cbslot *s, void **args, void *ret) {
   if (st != LUA_OK) report(L, S, isfut ? "ffi awaitable callback" : "ffi callback");
   lua_settop(L, top);
   if (isfut) {
-    if (s->held && api.ok && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
+    if (s->held && api_ok && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
     slot_kill(L, s);
   }
   return st == LUA_OK ? ST_OK : ST_ERROR;
@@ -1062,7 +1037,7 @@ void ffi_cb_close(fstate *S) {
   las_loop_t *loop = h->loop;
   h->loop = NULL;
   pthread_mutex_unlock(&h->mu);
-  if (loop && api.ok) api.unref(loop);
+  if (loop && api_ok) api.unref(loop);
   S->hub = NULL;
 }
 
