@@ -27,13 +27,13 @@ return function(lasync)
     r[t] = v
   end
 
-  -- Future:done, fetched from the first waiter future (the methods are the same for all);
-  -- calling it directly skips a metatable lookup on the hot paths.
-  local f_done
+  -- Future:done and :set_result, fetched from the first waiter future (the methods are the
+  -- same for all); calling them directly skips a metatable lookup on the hot paths.
+  local f_done, f_set_result
 
   local function new_waiter()
     local f = future()
-    if not f_done then f_done = f.done end
+    if not f_done then f_done, f_set_result = f.done, f.set_result end
     return f
   end
 
@@ -136,7 +136,7 @@ return function(lasync)
     self._unfinished = self._unfinished + 1
     local g = pop_live(self._getters)
     if g then
-      g:set_result(item)
+      f_set_result(g, item)
     else
       local items = self._items
       local t = items.t + 1
@@ -214,17 +214,6 @@ return function(lasync)
     return true
   end
 
-  -- A getter cancelled after an item was handed to it (which the core delivers as the
-  -- await's result; this path is for a core that raises instead) gives the item back.
-  local function get_failed(self, fut, err)
-    if f_done(fut) then
-      if not fut:cancelled() then give_back(self, (fut:result())) end
-    else
-      fut:cancel()
-    end
-    error(err, 0)
-  end
-
   function Queue:get()
     local items = self._items
     local h = items.h
@@ -235,15 +224,16 @@ return function(lasync)
       if self._max > 0 then grant_slot(self) end
       return v
     end
-    -- Inlined wait_on(): this is the hot path of every hand-off between tasks.
+    -- Inlined wait_on(): this is the hot path of every hand-off between tasks. No pcall is
+    -- needed: the core delivers an item handed over in the same iteration as a cancel (the
+    -- cancel then comes at the task's next suspension), and a getter cancelled while
+    -- waiting has its future cancelled, which pop_live skips. So nothing can be lost here.
     local fut = new_waiter()
     local r = self._getters
     local t = r.t + 1
     r.t = t
     r[t] = fut
-    local ok, v = pcall(await, fut)
-    if ok then return v end
-    return get_failed(self, fut, v)
+    return await(fut)
   end
 
   -- -> the oldest item, or nil and a message when the queue is empty.
