@@ -88,6 +88,24 @@ static int l_is_cancelled(lua_State *L) {
   return 1;
 }
 
+/* lasync.traceback(err) -> the traceback of the task where err was raised, with the chain of
+ * tasks it was awaited through, or nil: a table error carries it as err.traceback; for a
+ * string error lasync keeps it by value (the most recent errors only). */
+static int l_traceback(lua_State *L) {
+  lstate *S = getS(L);
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    lua_pushliteral(L, "traceback");
+    lua_rawget(L, 1);
+    return 1;
+  }
+  if (lua_type(L, 1) != LUA_TSTRING) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->strtb);
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, -2) != LUA_TTABLE) return 0;
+  lua_getfield(L, -1, "tb");
+  return 1;
+}
+
 static int l_is_timeout(lua_State *L) {
   lua_pushboolean(L, is_instance(L, 1, getS(L)->cls_timeout));
   return 1;
@@ -202,8 +220,30 @@ static void unanchor(lua_State *L, lstate *S, int *ref) {
   *ref = LUA_NOREF;
 }
 
+/* Pushes extras[key] of the Task box at boxidx (nil when unset); returns its type. */
+int lasync__get_extra(lua_State *L, int boxidx, const char *key) {
+  if (lua_getiuservalue(L, boxidx, LASYNC_UV_EXTRA) != LUA_TTABLE) return LUA_TNIL;
+  int t = lua_getfield(L, -1, key);
+  lua_remove(L, -2);
+  return t;
+}
+
+/* Pops the top value into extras[key] of the Task box at boxidx, making the table. */
+void lasync__set_extra(lua_State *L, int boxidx, const char *key) {
+  boxidx = lua_absindex(L, boxidx);
+  if (lua_getiuservalue(L, boxidx, LASYNC_UV_EXTRA) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, boxidx, LASYNC_UV_EXTRA);
+  }
+  lua_insert(L, -2);
+  lua_setfield(L, -2, key);
+  lua_pop(L, 1);
+}
+
 void lasync__push_taskname(lua_State *L, ltask *tk, int boxidx) {
-  if (boxidx && lua_getiuservalue(L, boxidx, LASYNC_UV_NAME) == LUA_TSTRING) return;
+  if (boxidx && lasync__get_extra(L, boxidx, "name") == LUA_TSTRING) return;
   if (boxidx) lua_pop(L, 1);
   lua_pushfstring(L, "Task-%I", tk->id);
 }
@@ -305,9 +345,53 @@ static void push_cancelled(lua_State *L, lstate *S, lfut *fu, int idx) {
  * await, so that reports show the chain of tasks. The chain stays a chain: only an await of
  * the task at its end (where the error was raised, or the last task it crossed) extends it,
  * so siblings awaiting the same failed task, or one task retrieving it again, add nothing. */
+static void where_of_caller(lua_State *L, char *buf, size_t n) {
+  lua_Debug ar;
+  snprintf(buf, n, "?");
+  /* The innermost Lua frame: the await itself, or pcall, may be C frames above it. */
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+      snprintf(buf, n, "%s:%d", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+}
+
+/* The string-error version of the chain below: a string cannot carry a traceback, so the
+ * traceback of the task that raised it (and its chain) is kept in a small table by value,
+ * for lasync.traceback(err) and the runner. */
+static void annotate_string(lua_State *L, lstate *S, int erridx, lfut *awaited) {
+  ltask *cur = S->current;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->strtb);
+  lua_pushvalue(L, erridx);
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_getfield(L, -1, "last");
+  bool at_end = lua_tointeger(L, -1) == ((ltask *)awaited)->id;
+  lua_pop(L, 1);
+  if (at_end) {
+    char where[256];
+    where_of_caller(L, where, sizeof where);
+    lua_getfield(L, -1, "tb");
+    lua_pushfstring(L, "%s\n  awaited by Task-%I at %s", lua_tostring(L, -1), cur->id, where);
+    lua_setfield(L, -3, "tb");
+    lua_pop(L, 1);
+    lua_pushinteger(L, cur->id);
+    lua_setfield(L, -2, "last");
+  }
+  lua_pop(L, 2);
+}
+
 static void annotate(lua_State *L, lstate *S, int erridx, lfut *awaited) {
   ltask *cur = S->current;
-  if (!cur || awaited->kind != K_TASK || lua_type(L, erridx) != LUA_TTABLE) return;
+  if (!cur || awaited->kind != K_TASK) return;
+  if (lua_type(L, erridx) == LUA_TSTRING) {
+    annotate_string(L, S, erridx, awaited);
+    return;
+  }
+  if (lua_type(L, erridx) != LUA_TTABLE) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->chains);
   lua_pushvalue(L, erridx);
   lua_rawget(L, -2);
@@ -321,17 +405,8 @@ static void annotate(lua_State *L, lstate *S, int erridx, lfut *awaited) {
   lua_pushinteger(L, cur->id);
   lua_rawset(L, -3);
   lua_pop(L, 1);
-  lua_Debug ar;
-  const char *where = "?";
-  char buf[256];
-  /* The innermost Lua frame: the await itself, or pcall, may be C frames above it. */
-  for (int level = 1; lua_getstack(L, level, &ar); level++) {
-    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
-      snprintf(buf, sizeof buf, "%s:%d", ar.short_src, ar.currentline);
-      where = buf;
-      break;
-    }
-  }
+  char where[256];
+  where_of_caller(L, where, sizeof where);
   lua_pushliteral(L, "traceback");
   lua_rawget(L, erridx);
   const char *tb = lua_tostring(L, -1);
@@ -355,6 +430,7 @@ int lasync__push_outcome(lua_State *L, lstate *S, lfut *fu, int idx) {
     return lua_error(L);
   case LAS_CANCELLED:
     fu->flags |= F_RETRIEVED;
+    if (S->current && S->current->co == L) S->current->base.flags |= F_CANCEL_SEEN;
     push_cancelled(L, S, fu, idx);
     return lua_error(L);
   default:
@@ -371,7 +447,7 @@ static int raise_cancel(lua_State *L, lstate *S, ltask *tk) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
   lua_rawgeti(L, -1, tk->ref);
   lua_remove(L, -2);
-  if (lasync__tofut(L, -1) && lua_getiuservalue(L, -1, LASYNC_UV_EXTRA) == LUA_TSTRING) {
+  if (lasync__tofut(L, -1) && lasync__get_extra(L, lua_gettop(L), "msg") == LUA_TSTRING) {
     msg = lua_tostring(L, -1);
   }
   lasync__push_error(L, S, S->cls_cancelled, msg ? msg : "cancelled");
@@ -442,12 +518,38 @@ static void record_traceback(lua_State *L, lstate *S, ltask *tk, lua_State *of, 
       lua_rawset(L, -4);
     }
     lua_pop(L, 2);
+  } else if (lua_type(L, erridx) == LUA_TSTRING) {
+    if (S->nstrtb >= 256) { /* bounded: old entries go */
+      lua_newtable(L);
+      lua_rawseti(L, LUA_REGISTRYINDEX, S->strtb);
+      S->nstrtb = 0;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->strtb);
+    lua_pushvalue(L, erridx);
+    bool chained = false; /* this task re-raises what it awaited: keep the origin */
+    if (lua_rawget(L, -2) == LUA_TTABLE) {
+      lua_getfield(L, -1, "last");
+      chained = lua_tointeger(L, -1) == tk->id;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (!chained) {
+      lua_pushvalue(L, erridx);
+      lua_createtable(L, 0, 2);
+      lua_pushvalue(L, -4);
+      lua_setfield(L, -2, "tb");
+      lua_pushinteger(L, tk->id);
+      lua_setfield(L, -2, "last");
+      lua_rawset(L, -3);
+      S->nstrtb++;
+    }
+    lua_pop(L, 1);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
   lua_rawgeti(L, -1, tk->ref);
   if (lasync__tofut(L, -1)) {
     lua_pushvalue(L, -3);
-    lua_setiuservalue(L, -2, LASYNC_UV_EXTRA);
+    lasync__set_extra(L, -2, "tb");
   }
   lua_pop(L, 3);
 }
@@ -515,6 +617,29 @@ static void check_swallowed(lstate *S, ltask *tk) {
   lua_pop(L, 1);
 }
 
+/* A bare coroutine.yield() has no continuation to raise a cancellation from, so a one-shot
+ * count hook does it: set just before the task resumes, it fires at the first instruction
+ * after the yield, puts back whatever hook the coroutine had, and raises CancelledError
+ * there, which makes a bare yield a cancellation point as it is in asyncio. */
+static void cancel_at_yield_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lstate *S = lasync__state(L);
+  ltask *tk = S ? S->current : NULL;
+  if (!tk || tk->co != L) {
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  lua_sethook(L, tk->hook.fn, tk->hook.mask, tk->hook.count);
+  raise_cancel(L, S, tk);
+}
+
+static void arm_cancel_at_yield(ltask *tk) {
+  tk->hook.fn = lua_gethook(tk->co);
+  tk->hook.mask = lua_gethookmask(tk->co);
+  tk->hook.count = lua_gethookcount(tk->co);
+  lua_sethook(tk->co, cancel_at_yield_hook, LUA_MASKCOUNT, 1);
+}
+
 /* The core's step callback: resume the coroutine once, then read what it did. A yield that
  * went through lasync left the task suspended on something; a bare yield gives up one
  * iteration; a yield with values is a misuse, reported as the task's error. */
@@ -530,7 +655,7 @@ static void task_step(las_task_t *t, void *ud) {
       lua_settop(co, 0);
       lua_rawgeti(co, LUA_REGISTRYINDEX, S->anchors);
       lua_rawgeti(co, -1, tk->ref);
-      int has_msg = lua_getiuservalue(co, -1, LASYNC_UV_EXTRA) == LUA_TSTRING;
+      int has_msg = lasync__get_extra(co, lua_gettop(co), "msg") == LUA_TSTRING;
       const char *msg = has_msg ? lua_tostring(co, -1) : "cancelled before it started";
       lasync__push_error(co, S, S->cls_cancelled, msg);
       lua_replace(co, 1);
@@ -540,6 +665,8 @@ static void task_step(las_task_t *t, void *ud) {
     }
     nargs = lua_gettop(co) - 1;
   }
+  if ((tk->base.flags & F_BARE_YIELD) && las_task_take_cancel(t)) arm_cancel_at_yield(tk);
+  tk->base.flags &= (unsigned char)~F_BARE_YIELD;
   ltask *prev = S->current;
   S->current = tk;
   int st = lua_resume(co, S->runL, nargs, &nres);
@@ -548,6 +675,7 @@ static void task_step(las_task_t *t, void *ud) {
     lua_pop(co, nres);
     if (las_task_suspended(t)) return;
     if (nres == 0) {
+      tk->base.flags |= F_BARE_YIELD;
       las_task_schedule(t);
       return;
     }
@@ -578,7 +706,7 @@ static void task_step(las_task_t *t, void *ud) {
 /* Creates a task running the callable at `fidx` with the `nargs` values after it, anchored
  * until it finishes, and schedules its first step. Leaves the Task on the stack. */
 static ltask *spawn_at(lua_State *L, lstate *S, int fidx, int nargs) {
-  ltask *tk = (ltask *)new_box(L, S, sizeof(ltask), 3, K_TASK, S->mt_task);
+  ltask *tk = (ltask *)new_box(L, S, sizeof(ltask), 2, K_TASK, S->mt_task);
   tk->ref = LUA_NOREF;
   lua_State *co = lua_newthread(L);
   tk->co = co;
@@ -732,7 +860,7 @@ int lasync__cancel_hook(las_task_t *t, void *data) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
   lua_rawgeti(L, -1, tk->ref);
-  int msg = lasync__tofut(L, -1) && lua_getiuservalue(L, -1, LASYNC_UV_EXTRA) == LUA_TSTRING
+  int msg = lasync__tofut(L, -1) && lasync__get_extra(L, lua_gettop(L), "msg") == LUA_TSTRING
                 ? lua_gettop(L) : 0;
   lfuture_cancel(L, S, fu, futidx, msg);
   lua_settop(L, futidx - 1);
@@ -753,6 +881,14 @@ static int ret_all_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - (int)ctx;
 }
 
+/* A task that cannot yield right now (inside a C function that called back into Lua, such
+ * as table.sort's comparator or a metamethod called from C) must not register anything. */
+static void check_yieldable(lua_State *L, const char *fname) {
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s: cannot yield here: the task is inside a C call that cannot be "
+                  "suspended (a table.sort comparator, a __gc, a C library callback?)", fname);
+}
+
 static int l_await(lua_State *L) {
   lstate *S = getS(L);
   ltask *cur = running_task(L, S, "lasync.await");
@@ -768,7 +904,11 @@ static int l_await(lua_State *L) {
     return ret_all_k(L, LUA_OK, base);
   }
   if (FSTATE(fu) != LAS_PENDING) return lasync__push_outcome(L, S, fu, 1);
+  check_yieldable(L, "lasync.await");
   las_task_t *t = (las_task_t *)cur->base.f;
+  if (fu->kind == K_TASK && !fu->f)
+    return luaL_error(L, "lasync.await: the task belongs to an earlier lasync.run (it was still "
+                         "pending when that run ended)");
   if (fu->kind == K_FUTURE) {
     check_lua_future_loop(L, S, fu, "lasync.await");
     lua_settop(L, 1);
@@ -781,7 +921,7 @@ static int l_await(lua_State *L) {
       /* A cancellation was waiting for this suspension: it cancels what we now wait for. */
       lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
       lua_rawgeti(L, -1, cur->ref);
-      int msg = lua_getiuservalue(L, -1, LASYNC_UV_EXTRA) == LUA_TSTRING ? lua_gettop(L) : 0;
+      int msg = lasync__get_extra(L, lua_gettop(L), "msg") == LUA_TSTRING ? lua_gettop(L) : 0;
       lfuture_cancel(L, S, fu, 1, msg);
       lua_settop(L, 1);
     }
@@ -810,6 +950,7 @@ static int l_sleep(lua_State *L) {
   ltask *cur = running_task(L, S, "lasync.sleep");
   lua_Number d = luaL_checknumber(L, 1);
   if (d != d) return luaL_error(L, "lasync.sleep: the delay is NaN");
+  check_yieldable(L, "lasync.sleep");
   las_task_t *t = (las_task_t *)cur->base.f;
   int rc = d <= 0 ? las_task_schedule(t) : las_task_sleep_until(t, las_loop_time(S->loop) + d);
   if (rc) return luaL_error(L, "lasync.sleep: %s", las_strerror(rc));
@@ -927,8 +1068,32 @@ static int f_cancel(lua_State *L) {
     return 1;
   }
   if (!lua_isnil(L, 2)) {
-    lua_pushvalue(L, 2);
-    lua_setiuservalue(L, 1, fu->kind == K_TASK ? LASYNC_UV_EXTRA : LASYNC_UV_VALUES);
+    if (fu->kind == K_TASK) {
+      lstate *S = getS(L);
+      lua_pushvalue(L, 2);
+      lasync__set_extra(L, 1, "msg");
+      /* Cancelling a task cancels the task it awaits (and so on down): the message goes
+       * with it, as asyncio passes it to fut_waiter.cancel(msg). */
+      las_future_t *w = fu->f ? las_task_waited((las_task_t *)fu->f) : NULL;
+      for (int depth = 0; w && las_future_is_task(w) && depth < 10000; depth++) {
+        ltask *child = las_task_data(las_task_from_future(w));
+        if (child->ref == LUA_NOREF) break;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+        lua_rawgeti(L, -1, child->ref);
+        if (lasync__get_extra(L, lua_gettop(L), "msg") == LUA_TNIL) {
+          lua_pop(L, 1);
+          lua_pushvalue(L, 2);
+          lasync__set_extra(L, -2, "msg");
+        } else {
+          lua_pop(L, 1);
+        }
+        lua_pop(L, 2);
+        w = las_task_waited((las_task_t *)child->base.f);
+      }
+    } else {
+      lua_pushvalue(L, 2);
+      lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
+    }
   }
   lua_pushboolean(L, las_future_cancel(fu->f));
   return 1;
@@ -1009,6 +1174,8 @@ static int f_add_done_callback(lua_State *L) {
   lasync__check_callable(L, 2, "Future.add_done_callback");
   if (!S->loop || (fu->f && las_future_loop(fu->f) != S->loop))
     return luaL_error(L, "Future.add_done_callback: the future's loop is not running");
+  if (fu->kind == K_TASK && !fu->f && FSTATE(fu) == LAS_PENDING)
+    return luaL_error(L, "Future.add_done_callback: the task belongs to an earlier lasync.run");
   if (fu->kind == K_FUTURE && FSTATE(fu) == LAS_PENDING) {
     check_lua_future_loop(L, S, fu, "Future.add_done_callback");
     lfuture_add_waiter(L, 1, 2);
@@ -1133,7 +1300,7 @@ static int t_get_name(lua_State *L) {
 static int t_set_name(lua_State *L) {
   checktask(L, 1, "Task.set_name");
   luaL_tolstring(L, 2, NULL);
-  lua_setiuservalue(L, 1, LASYNC_UV_NAME);
+  lasync__set_extra(L, 1, "name");
   return 0;
 }
 
@@ -1302,9 +1469,12 @@ static lstate *open_state(lua_State *L) {
   S->unretrieved = new_weak(L, "k");
   S->cfuts = new_weak(L, "v");
   S->chains = new_weak(L, "k");
+  lua_newtable(L);
+  S->strtb = luaL_ref(L, LUA_REGISTRYINDEX);
   S->handler = LUA_NOREF;
   S->loopbox = LUA_NOREF;
   S->slow = 0.1;
+  S->shutdown = 5;
   lua_pushcfunction(L, tb_handler);
   S->tbfunc = luaL_ref(L, LUA_REGISTRYINDEX);
   lasync__open_loop(L, S);
@@ -1315,6 +1485,7 @@ static const luaL_Reg module_funcs[] = {
   {"spawn", l_spawn}, {"await", l_await}, {"sleep", l_sleep}, {"future", l_future},
   {"current_task", l_current_task}, {"is_cancelled", l_is_cancelled},
   {"is_timeout", l_is_timeout}, {"run", lasync__run}, {"get_loop", lasync__get_loop},
+  {"traceback", l_traceback},
   {NULL, NULL}};
 
 extern const struct lasync_embedded { const char *name, *chunkname, *src; size_t size; } lasync_embedded[];

@@ -21,7 +21,8 @@ enum {
   F_STARTED = 4,     /* a task's function has been entered */
   F_CANCEL_SEEN = 8, /* a CancelledError was raised inside the task */
   F_UNRETRIEVED = 16, /* failed, and listed for the report at loop close */
-  F_COLLECTED = 32    /* its finalizer ran (it may still be reachable from a report) */
+  F_COLLECTED = 32,   /* its finalizer ran (it may still be reachable from a report) */
+  F_BARE_YIELD = 64   /* the task is suspended at a bare coroutine.yield() */
 };
 
 typedef struct lstate lstate;
@@ -48,6 +49,7 @@ typedef struct {
   int ref;     /* anchor while pending */
   int resbase; /* results start above this index of co's stack */
   lua_Integer id;
+  struct { lua_Hook fn; int mask, count; } hook; /* a user hook saved while a cancel is armed */
 } ltask;
 
 typedef struct {
@@ -67,8 +69,10 @@ struct lstate {
   int cls_cancelled, cls_timeout, cls_invalid;
   int unretrieved, cfuts, handler, loopbox, tbfunc;
   int chains; /* weak-keyed: error table -> id of the task at the end of its await chain */
+  int strtb, nstrtb; /* string error -> {tb=, last=}: the same for errors that are strings */
   bool debug;
   double slow;
+  double shutdown; /* seconds lasync.run waits for cancelled leftovers (loop.shutdown_timeout) */
   unsigned run;       /* serial of the current lasync.run */
   /* Anchor slots: indices into the anchors table, recycled through a C free list (cheaper
    * than luaL_ref's free list kept in the table itself). Reset with the table each run. */
@@ -79,8 +83,8 @@ struct lstate {
 #define LASYNC_UV_VALUES 1  /* Future box: its value(s) or error or cancel message */
 #define LASYNC_UV_WAITERS 2 /* Lua Future box: nil, one Task, or a list of Tasks and callables */
 #define LASYNC_UV_THREAD 1 /* Task box: its coroutine */
-#define LASYNC_UV_NAME 2   /* Task box: its name, if set */
-#define LASYNC_UV_EXTRA 3  /* Task box: cancel message, then the traceback of its error */
+#define LASYNC_UV_EXTRA 2  /* Task box: nil, or a table of what few tasks have: name, msg
+                              (the cancel message), tb (the traceback of its error) */
 
 lstate *lasync__state(lua_State *L);
 lfut *lasync__tofut(lua_State *L, int idx);
@@ -93,6 +97,8 @@ void lasync__open_loop(lua_State *L, lstate *S);
 int lasync__run(lua_State *L);
 void lasync__drain_unretrieved(lua_State *L, lstate *S);
 void lasync__detach_task(ltask *tk);
+int lasync__get_extra(lua_State *L, int boxidx, const char *key);
+void lasync__set_extra(lua_State *L, int boxidx, const char *key);
 int lasync__anchor(lua_State *L, lstate *S, int idx);
 void lasync__unanchor(lua_State *L, lstate *S, int ref);
 void lasync__take_anchored(lua_State *L, lstate *S, int ref);

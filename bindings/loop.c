@@ -26,7 +26,8 @@ static void report_default(lua_State *L, const char *message, int erridx, const 
     fprintf(stderr, "  error: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
     if (!tb && lua_type(L, erridx) == LUA_TTABLE) {
-      lua_getfield(L, erridx, "traceback");
+      lua_pushliteral(L, "traceback"); /* raw: an error's __index may itself raise */
+      lua_rawget(L, erridx);
       if (lua_type(L, -1) == LUA_TSTRING) fprintf(stderr, "%s\n", lua_tostring(L, -1));
       lua_pop(L, 1);
     }
@@ -43,8 +44,7 @@ void lasync__report(lua_State *L, lstate *S, const char *message, int erridx, in
   if (erridx) erridx = lua_absindex(L, erridx);
   if (objidx) objidx = lua_absindex(L, objidx);
   lfut *fu = objidx ? lasync__tofut(L, objidx) : NULL;
-  if (!traceback && fu && fu->kind == K_TASK &&
-      lua_getiuservalue(L, objidx, LASYNC_UV_EXTRA) == LUA_TSTRING) {
+  if (!traceback && fu && fu->kind == K_TASK && lasync__get_extra(L, objidx, "tb") == LUA_TSTRING) {
     traceback = lua_tostring(L, -1); /* stays on the stack while used */
   } else if (!traceback && fu && fu->kind == K_TASK) {
     lua_pop(L, 1);
@@ -364,12 +364,22 @@ static int loop_index(lua_State *L) {
     lua_pushnumber(L, S->slow);
     return 1;
   }
+  if (k && strcmp(k, "shutdown_timeout") == 0) {
+    lua_pushnumber(L, S->shutdown);
+    return 1;
+  }
   return 0;
 }
 
 static int loop_newindex(lua_State *L) {
   lstate *S = getS(L);
   const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "shutdown_timeout") == 0) {
+    double v = luaL_checknumber(L, 3);
+    if (!(v >= 0)) return luaL_error(L, "loop.shutdown_timeout: must be a number >= 0");
+    S->shutdown = v;
+    return 0;
+  }
   if (!k || strcmp(k, "slow_callback_duration") != 0)
     return luaL_error(L, "loop: cannot set field '%s'", k ? k : luaL_typename(L, 2));
   double v = luaL_checknumber(L, 3);
@@ -431,11 +441,22 @@ static void stop_cb(void *a, void *b) {
   las_loop_stop(a);
 }
 
-/* Cancels every task still pending (once each) and runs the loop until they finish or
- * nothing can make progress; tasks spawned by cleanup code are cancelled too. */
+static void noop_cb(void *a, void *b) {
+  (void)a;
+  (void)b;
+}
+
+/* Cancels every task still pending (once each) and runs the loop until they finish, nothing
+ * can make progress, or loop.shutdown_timeout passes: a task that ignores its cancellation
+ * (polling with bare yields, or swallowing CancelledError) must not hang lasync.run. A guard
+ * timer wakes the loop at the deadline. Tasks spawned by cleanup code are cancelled too. */
 static void cancel_leftovers(lua_State *L, lstate *S) {
   las_loop_t *loop = S->loop;
-  for (int round = 0; las_loop_task_count(loop) > 0; round++) {
+  if (las_loop_task_count(loop) == 0) return;
+  double deadline = las_loop_time(loop) + S->shutdown;
+  las_timer_t *guard = las_timer_new(loop);
+  if (guard) las_timer_start(guard, deadline, noop_cb, NULL, NULL);
+  while (las_loop_task_count(loop) > 0 && las_loop_time(loop) < deadline) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
     lua_pushnil(L);
     while (lua_next(L, -2)) {
@@ -448,6 +469,7 @@ static void cancel_leftovers(lua_State *L, lstate *S) {
     lua_pop(L, 1);
     if (!las_loop_run_once(loop) && las_loop_ready_count(loop) == 0) break;
   }
+  las_timer_free(guard);
 }
 
 static void report_stuck(lua_State *L, lstate *S) {

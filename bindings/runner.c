@@ -13,8 +13,7 @@ static const char *driver =
   "local tb, tberr\n"
   "local function handler(e)\n"
   "  tberr = e\n"
-  "  if type(e) == 'table' and type(rawget(e, 'traceback')) == 'string' then tb = rawget(e, 'traceback')\n"
-  "  else tb = debug.traceback(nil, 2) end\n"
+  "  tb = lasync.traceback(e) or debug.traceback(nil, 2)\n"
   "  return e\n"
   "end\n"
   "local ok, err = pcall(lasync.run, function(...)\n"
@@ -25,7 +24,7 @@ static const char *driver =
   "if ok then return 0 end\n"
   "local okm, msg = pcall(tostring, err)\n"
   "if not okm then msg = '(error object is a ' .. type(err) .. ' whose __tostring failed)' end\n"
-  "if not rawequal(err, tberr) then tb = type(err) == 'table' and rawget(err, 'traceback') or nil end\n"
+  "if not rawequal(err, tberr) then tb = lasync.traceback(err) end\n"
   "io.stderr:write('lasync: ', msg, '\\n', tb or '', '\\n')\n"
   "return 1\n";
 

@@ -77,11 +77,11 @@ return function(lasync)
     return d
   end
 
-  -- The error a done future holds (its CancelledError if cancelled), or nil.
+  -- Whether a done future failed (or was cancelled), and its error. Decided by the outcome,
+  -- not the error value: a task may fail with error() (a nil error), which is still a failure.
   local function failure(f)
     local ok, e = pcall(f.result, f)
-    if ok then return nil end
-    return e
+    return not ok, e
   end
 
   local function wake(w) if not w:done() then w:set_result() end end
@@ -146,7 +146,7 @@ return function(lasync)
       local f = futs[i]
       if not f:done() then
         left = left + 1
-      elseif not failed and failure(f) ~= nil then
+      elseif not failed and failure(f) then
         failed = f
       end
     end
@@ -154,7 +154,7 @@ return function(lasync)
       local w = future()
       local cb = function(f)
         left = left - 1
-        if not failed and failure(f) ~= nil then failed = f end
+        if not failed and failure(f) then failed = f end
         if left == 0 or failed then wake(w) end
       end
       for i = 1, n do
@@ -176,7 +176,7 @@ return function(lasync)
       cancel_all(futs, n)
       if settle(futs, n) then rearm(lasync.current_task()) end
       retrieve_all(futs, n)
-      error(failure(failed), 0)
+      error(select(2, failure(failed)), 0)
     end
     local res = {}
     for i = 1, n do res[i] = (futs[i]:result()) end
@@ -203,7 +203,7 @@ return function(lasync)
       local f = futs[i]
       if not f:done() then
         left = left + 1
-      elseif rw == "first" or (rw == "error" and not f:cancelled() and failure(f) ~= nil) then
+      elseif rw == "first" or (rw == "error" and not f:cancelled() and failure(f)) then
         hit = true
       end
     end
@@ -212,7 +212,7 @@ return function(lasync)
       local cb = function(f)
         left = left - 1
         if left == 0 or rw == "first"
-            or (rw == "error" and not f:cancelled() and failure(f) ~= nil) then
+            or (rw == "error" and not f:cancelled() and failure(f)) then
           wake(w)
         end
       end
@@ -406,10 +406,11 @@ return function(lasync)
     tg._children[t] = nil
     tg._n = tg._n - 1
     if not t:cancelled() then
-      local e = t:error()
-      if e ~= nil then
+      local failed, e = failure(t)
+      if failed then
         local errs = tg._errors
-        errs[#errs + 1] = e
+        errs.n = errs.n + 1
+        errs[errs.n] = e
         abort(tg)
       end
     end
@@ -435,14 +436,14 @@ return function(lasync)
   -- string error gets them appended to its text.
   local function with_others(errs)
     local first = errs[1]
-    if #errs == 1 then return first end
-    local others = {table.unpack(errs, 2)}
+    if errs.n == 1 then return first end
+    local others = {table.unpack(errs, 2, errs.n)}
     if type(first) == "table" then
       rawset(first, "others", others)
       return first
     end
     local lines = {tostring(first)}
-    for i = 1, #others do
+    for i = 1, errs.n - 1 do
       lines[#lines + 1] = "\n(also in the task group) " .. tostring(others[i])
     end
     return table.concat(lines)
@@ -460,7 +461,7 @@ return function(lasync)
     local parent = lasync.current_task()
     if not parent then error("task_group: must be called from a task", 2) end
     local tg = setmetatable({
-      _parent = parent, _children = {}, _n = 0, _errors = {},
+      _parent = parent, _children = {}, _n = 0, _errors = {n = 0},
       _aborting = false, _exiting = false, _closed = false, _parent_cancelled = false,
     }, TaskGroup)
     tg._cb = function(t) on_child_done(tg, t) end
@@ -474,7 +475,8 @@ return function(lasync)
         abort(tg)
       else
         local errs = tg._errors
-        errs[#errs + 1] = r[2]
+        errs.n = errs.n + 1
+        errs[errs.n] = r[2]
         abort(tg)
       end
     end
@@ -493,7 +495,7 @@ return function(lasync)
     if tg._parent_cancelled and parent:uncancel() <= base then
       cancel_err = nil                       -- the only cancellation was our own
     end
-    if #tg._errors > 0 then
+    if tg._errors.n > 0 then
       if cancel_err then rearm(parent) end   -- errors win; the outside cancel stays pending
       error(with_others(tg._errors), 0)
     end

@@ -183,19 +183,42 @@ describe("task:cancel()", function()
     assert.equals("from cb", e.message)
   end))
 
-  it("a task waiting at a bare coroutine.yield() sees it at its next await", async(function()
+  it("a task waiting at a bare coroutine.yield() sees the CancelledError right there", async(function()
+    -- A bare yield is a cancellation point (as in asyncio): a task polling with bare yields
+    -- can be cancelled, and its pcall handlers run.
     local log = {}
     local t = lasync.spawn(function()
-      coroutine.yield()
-      log[#log + 1] = "after yield"
-      local ok, e = pcall(lasync.sleep, 0)
+      local ok, e = pcall(function()
+        coroutine.yield()
+        log[#log + 1] = "after yield"
+      end)
       log[#log + 1] = tostring(lasync.is_cancelled(e))
       error(e, 0)
     end)
     lasync.sleep(0) -- t is now at its bare yield
+    t:cancel("poll no more")
+    local kind, e = outcome(t)
+    assert.equals("cancelled", kind)
+    assert.equals("poll no more", e.message)
+    assert.same({"true"}, log)
+  end))
+
+  it("a user's debug hook on the task's coroutine survives a cancellation at a bare yield", async(function()
+    local hits = 0
+    local t = lasync.spawn(function()
+      debug.sethook(function() hits = hits + 1 end, "", 1000)
+      local ok, e = pcall(function() coroutine.yield(); return "not reached" end)
+      local h, _, count = debug.gethook()
+      return ok, lasync.is_cancelled(e), h ~= nil, count
+    end)
+    lasync.sleep(0)
     t:cancel()
-    assert.equals("cancelled", (outcome(t)))
-    assert.equals("true", log[#log])
+    local kind, ok, was_cancel, restored, count = outcome(t)
+    assert.equals("ok", kind)
+    assert.is_false(ok)
+    assert.is_true(was_cancel)
+    assert.is_true(restored)
+    assert.equals(1000, count)
   end))
 end)
 
