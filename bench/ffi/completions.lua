@@ -1,7 +1,11 @@
 -- Completions fired from 4 foreign threads and handled on the loop thread:
 --   callbacks: every completion runs a Lua callback on the loop thread;
 --   oneshots:  every completion resolves a pre-armed ffi.oneshot future that one of 64
---              tasks awaits (arming is not timed: it is measured as "arm");
+--              tasks is awaiting (arming is not timed: it is measured as "arm"). Each
+--              firing thread walks its own quarter of the array, so the tasks await the
+--              futures in the order they complete (one from each quarter in turn):
+--              completions find a task suspended on them instead of landing on futures
+--              nobody awaits yet, and an awaited future is dropped as a real consumer would;
 --   round-trip: ffi.awaitable over a worker pool of 4 threads in the fixture library,
 --              256 tasks each submitting, awaiting and submitting again.
 -- Prints "name completions_per_second".   lua5.4 bench/ffi/completions.lua BUILD [N]
@@ -39,7 +43,7 @@ lasync.run(function()
   print(("callbacks %.0f"):format(N / dt))
 
   -- 2. pre-armed one-shots fired by 4 threads, awaited by 64 tasks
-  local K = N // 4
+  local K = N // 4 // 4 * 4
   local arr = ffi.new("fx_done_cb[?]", K)
   local futs = {}
   t0 = loop:time()
@@ -52,9 +56,14 @@ lasync.run(function()
   t0 = loop:time()
   local firing = lasync.spawn(ffi.to_thread, C.fx_fire_all, arr, K, 4)
   local waiters = {}
+  local Q = K // 4  -- fx_fire_all gives thread q the indices [q*Q, (q+1)*Q)
   for k = 1, 64 do
     waiters[k] = lasync.spawn(function()
-      for i = k, K, 64 do futs[i]:await() end
+      for s = k - 1, K - 1, 64 do
+        local i = (s % 4) * Q + s // 4 + 1
+        futs[i]:await()
+        futs[i] = false
+      end
     end)
   end
   for k = 1, 64 do waiters[k]:await() end

@@ -97,8 +97,10 @@ typedef struct cbslot {
   atomic_int fired;             /* one-shot callbacks: set by the first call */
   _Atomic(cbhub *) hub;
   int ct;                       /* the function type */
-  int fnref, futref;            /* Lua function or awaited future (registry refs) */
+  int fnref, futref;            /* Lua function (registry ref); one-shots: anchor of the
+                                   done callback, whose upvalue 4 is the future */
   int oneshot, held;
+  int kill_on_cancel;           /* one-shot: the C side never calls after a cancel */
   lua_Integer gen;              /* bumped on each use, for release tokens */
   ffi_cif cif;                  /* the cif and its types live in the slot */
   ffi_type **atypes;
@@ -117,7 +119,7 @@ static _Thread_local int last_status __attribute__((tls_model("initial-exec")));
 /* The status of the last callback call made on this thread, for C code that needs to
  * know whether its call was delivered (0), refused because the loop or state closed (1),
  * refused as a deadlock (2), made after free (3), or a second call of a one-shot (4). */
-int lasync_ffi_last_status(void);
+__attribute__((visibility("default"))) int lasync_ffi_last_status(void);
 int lasync_ffi_last_status(void) { return last_status; }
 
 static void cb_entry(ffi_cif *cif, void *ret, void **args, void *ud);
@@ -210,8 +212,12 @@ static void slot_prep(lua_State *L, fstate *S, cbslot *s, int ft, const char *ct
   s->nparams = (int)c->n;
   fcif *fc = ffi_getcif(L, S, ft, ctx);  /* validates every type (may raise: slot is not yet live) */
   for (int i = 0; i < s->nparams; i++) s->atypes[i] = fc->atypes[i];
-  if (ffi_prep_cif(&s->cif, FFI_DEFAULT_ABI, (unsigned)s->nparams, fc->cif.rtype, s->atypes) != FFI_OK ||
-      ffi_prep_closure_loc(s->closure, &s->cif, cb_entry, s, s->code) != FFI_OK) {
+  /* The slot's cif is a copy of the function type's prepared one (ffi_prep_cif computes
+   * it from the types alone), pointed at the slot's own type array: the slot outlives the
+   * type database, and arming a callback does not classify its arguments again. */
+  s->cif = fc->cif;
+  s->cif.arg_types = s->atypes;
+  if (ffi_prep_closure_loc(s->closure, &s->cif, cb_entry, s, s->code) != FFI_OK) {
     slot_put(s);
     luaL_error(L, "%s: libffi cannot prepare the callback closure", ctx);
   }
@@ -221,7 +227,7 @@ static int slot_new(lua_State *L, fstate *S, int ft, const char *ctx, cbslot **o
   cbslot *s = slot_get();
   if (!s) return luaL_error(L, "%s: cannot allocate a callback closure (the system refused executable memory)", ctx);
   s->fnref = s->futref = LUA_NOREF;
-  s->held = s->oneshot = 0;
+  s->held = s->oneshot = s->kill_on_cancel = 0;
   s->gen++;
   slot_prep(L, S, s, ft, ctx);
   s->ct = ft;
@@ -232,10 +238,46 @@ static int slot_new(lua_State *L, fstate *S, int ft, const char *ctx, cbslot **o
   return 0;
 }
 
+/* One-shots are anchored in slots of one Lua table recycled through a C free list:
+ * arming and spending one costs two table stores rather than luaL_ref's and luaL_unref's
+ * walks of the registry. anchor_put pops the value it anchors. */
+static int anchor_put(lua_State *L, fstate *S) {
+  int i = S->nafree > 0 ? S->afree[--S->nafree] : ++S->anext;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_anchors);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, i);
+  lua_pop(L, 1);
+  return i;
+}
+
+static void anchor_push(lua_State *L, fstate *S, int i) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_anchors);
+  lua_rawgeti(L, -1, i);
+  lua_remove(L, -2);
+}
+
+static void anchor_drop(lua_State *L, fstate *S, int i) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_anchors);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, i);
+  lua_pop(L, 1);
+  if (S->nafree == S->capafree) {  /* on failure the index is simply not reused */
+    int cap = S->capafree ? 2 * S->capafree : 64;
+    int *a = realloc(S->afree, sizeof(int) * (size_t)cap);
+    if (!a) return;
+    S->afree = a;
+    S->capafree = cap;
+  }
+  S->afree[S->nafree++] = i;
+}
+
 /* Kills a live slot: Lua references are dropped (loop thread, state alive) and the slot
  * goes to quarantine; its hub pointer stays, for late calls to find. */
 static void slot_kill(lua_State *L, cbslot *s) {
-  if (L) {
+  cbhub *h = atomic_load(&s->hub);
+  if (L && s->oneshot) {
+    if (s->futref != LUA_NOREF && h && h->S) anchor_drop(L, h->S, s->futref);
+  } else if (L) {
     luaL_unref(L, LUA_REGISTRYINDEX, s->fnref);
     luaL_unref(L, LUA_REGISTRYINDEX, s->futref);
   }
@@ -289,24 +331,41 @@ static int run_protected(lua_State *L) {
   return 0;
 }
 
-/* Completes the awaited future with the callback's arguments, unless it was cancelled
- * meanwhile (then the values are dropped: the task is no longer waiting). */
+/* Completes a one-shot's future with the callback's arguments. Its done callback (which
+ * gives the loop hold back when the future finishes some other way) is taken off first,
+ * so completing it wakes the awaiting task and nothing else: no call_soon, no extra Lua
+ * call. A future that already finished (was cancelled) has no waiters left to remove,
+ * and then the values are dropped: no task is waiting for them. */
+static void resolve(lua_State *L, fstate *S, cbslot *s, void **args) {
+  ctype *ft = CT(S->db, s->ct);
+  anchor_push(L, S, s->futref);
+  lua_getupvalue(L, -1, 4);
+  int fut = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_remove);
+  lua_pushvalue(L, fut);
+  lua_pushvalue(L, fut - 1);
+  lua_call(L, 2, 1);
+  int live = lua_tointeger(L, -1) > 0;
+  lua_pop(L, 1);
+  if (live) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_setres);
+    lua_pushvalue(L, fut);
+    for (int i = 0; i < s->nparams; i++) ffi_pushc(L, S, S->db->params[ft->aux + i], args[i], 0);
+    lua_call(L, s->nparams + 1, 0);
+  }
+  lua_settop(L, fut - 2);
+}
+
 static int resolve_protected(lua_State *L) {
   runargs *ra = lua_touserdata(L, 1);
-  fstate *S = atomic_load(&ra->s->hub)->S;
-  ctype *ft = CT(S->db, ra->s->ct);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ra->s->futref);
-  int fut = lua_gettop(L);
-  lua_getfield(L, fut, "done");
-  lua_pushvalue(L, fut);
-  lua_call(L, 1, 1);
-  if (lua_toboolean(L, -1)) return 0;
-  lua_pop(L, 1);
-  lua_getfield(L, fut, "set_result");
-  lua_pushvalue(L, fut);
-  for (int i = 0; i < ra->s->nparams; i++) ffi_pushc(L, S, S->db->params[ft->aux + i], ra->args[i], 0);
-  lua_call(L, ra->s->nparams + 1, 0);
+  resolve(L, atomic_load(&ra->s->hub)->S, ra->s, ra->args);
   return 0;
+}
+
+/* A one-shot whose call was delivered is spent: the loop is no longer held for it. */
+static void oneshot_spent(lua_State *L, fstate *S, cbslot *s) {
+  if (s->held && api_ok && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
+  if (atomic_load(&s->state) == SL_LIVE) slot_kill(L, s);
 }
 
 /* Runs a callback on the loop thread: a Lua function, or the completion of an awaited
@@ -322,10 +381,7 @@ static int run_on_loop(cbslot *s, void **args, void *ret) {
   int st = lua_pcall(L, 1, 0, 0);
   if (st != LUA_OK) report(L, S, isfut ? "ffi awaitable callback" : "ffi callback");
   lua_settop(L, top);
-  if (isfut) {
-    if (s->held && api_ok && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
-    slot_kill(L, s);
-  }
+  if (isfut) oneshot_spent(L, S, s);
   return st == LUA_OK ? ST_OK : ST_ERROR;
 }
 
@@ -382,8 +438,42 @@ static void deliver_one(cbmsg *m, int status) {
   msg_unref(m);
 }
 
+/* A drain's messages without a waiting caller (void callbacks, one-shot completions) run
+ * in one protected call per batch rather than one each. */
+typedef struct batch { fstate *S; cbmsg *m, *cur; } batch;
+
+static void deliver_done(lua_State *L, fstate *S, cbmsg *m, int ran) {
+  if (ran && m->s->futref != LUA_NOREF) oneshot_spent(L, S, m->s);
+  msg_unref(m);
+}
+
+static int deliver_protected(lua_State *L) {
+  batch *b = lua_touserdata(L, 1);
+  fstate *S = b->S;
+  int top = lua_gettop(L);
+  while (b->m && !b->m->w) {
+    cbmsg *m = b->cur = b->m;
+    b->m = m->next;
+    cbslot *s = m->s;
+    int ran = atomic_load(&s->state) == SL_LIVE;
+    if (ran && s->futref != LUA_NOREF) resolve(L, S, s, m->args);
+    else if (ran) {
+      ctype *ft = CT(S->db, s->ct);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, s->fnref);
+      for (int i = 0; i < s->nparams; i++)
+        ffi_pushc(L, S, S->db->params[ft->aux + i], m->args[i], 0);
+      lua_call(L, s->nparams, 0);
+    }
+    b->cur = NULL;
+    deliver_done(L, S, m, ran);
+    lua_settop(L, top);
+  }
+  return 0;
+}
+
 /* Foreign calls queue in the hub and one post drains the whole queue: a burst of
- * completions from several threads costs one wakeup of the loop, not one each. */
+ * completions from several threads costs one wakeup of the loop, not one each, and one
+ * protected call; an error in one callback is reported and the rest still run. */
 static void drain(las_loop_t *loop, void *arg, int status) {
   (void)loop;
   cbhub *h = arg;
@@ -392,10 +482,36 @@ static void drain(las_loop_t *loop, void *arg, int status) {
   h->qhead = h->qtail = NULL;
   h->scheduled = 0;
   pthread_mutex_unlock(&h->mu);
-  while (m) {
-    cbmsg *next = m->next;
-    deliver_one(m, status);
-    m = next;
+  if (status != 0 || h->closed || !h->S) {
+    while (m) {
+      cbmsg *next = m->next;
+      deliver_one(m, status);
+      m = next;
+    }
+    return;
+  }
+  fstate *S = h->S;
+  lua_State *L = S->cbL;
+  batch b = { S, m, NULL };
+  while (b.m) {
+    if (b.m->w) {  /* a caller waits for this one's result: delivered on its own */
+      cbmsg *w = b.m;
+      b.m = w->next;
+      deliver_one(w, status);
+      continue;
+    }
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, deliver_protected);
+    lua_pushlightuserdata(L, &b);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      if (b.cur) {
+        int fut = b.cur->s->futref != LUA_NOREF;
+        report(L, S, fut ? "ffi awaitable callback" : "ffi callback");
+        deliver_done(L, S, b.cur, 1);
+        b.cur = NULL;
+      } else report(L, S, "ffi callback");
+    }
+    lua_settop(L, top);
   }
 }
 
@@ -659,27 +775,130 @@ int ffi_cd_method(lua_State *L, fstate *S, cdata *cd) {
 
 /* ---- awaitables ---- */
 
-/* start(fut, cfunc, cbindex, args...): arms a one-shot slot bound to fut, holds the loop
- * and calls cfunc with the slot's code in parameter cbindex. Returns the C result and a
- * token (slot, generation) that release() uses when the awaiting task gives up. */
+/* lasync.future and the Future methods the one-shot paths call are looked up once (from
+ * a sample future) and kept in the registry, so arming and completing a one-shot cost no
+ * string-keyed look-ups and no Lua wrapper. Called on the loop thread with a loop. */
+static void get_methods(lua_State *L, fstate *S) {
+  if (S->methods_ok) return;
+  static const char *const names[] = { "set_result", "remove_done_callback", "add_done_callback",
+                                       "cancel", "done", "cancelled" };
+  int *refs[] = { &S->ref_setres, &S->ref_remove, &S->ref_addcb, &S->ref_cancel, &S->ref_done,
+                  &S->ref_cancelled };
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "lasync");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "future");
+  lua_pushvalue(L, -1);
+  S->ref_fnew = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_call(L, 0, 1);
+  for (int i = 0; i < 6; i++) {
+    lua_getfield(L, -1, names[i]);
+    *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_pop(L, 2);
+  S->methods_ok = 1;
+}
+
+/* Whether s is still the live one-shot of this state that the token names. */
+static int slot_is(fstate *S, cbslot *s, lua_Integer tok) {
+  return s && atomic_load(&s->state) == SL_LIVE && atomic_load(&s->hub) == S->hub && s->oneshot &&
+         s->gen == tok;
+}
+
+/* The awaiting side is done with a one-shot (its future finished or was given up): the
+ * loop is no longer held for it. With `kill` the C side promised not to call, so the slot
+ * is freed; otherwise it stays armed for a late call. */
+static void slot_release(lua_State *L, fstate *S, cbslot *s, lua_Integer tok, int kill) {
+  if (!slot_is(S, s, tok)) return;
+  if (s->held && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
+  if (kill && !atomic_load(&s->fired)) slot_kill(L, s);
+}
+
+/* The done callback of an armed one-shot's future, which is also the `never` function
+ * ffi.oneshot returns (upvalues: state, slot, token, future; it is what anchors the
+ * future while the slot is armed). As a done callback (called with its finished future)
+ * it only runs when the future finished before the C side called, since a completion
+ * takes it off first: the future was cancelled, so the hold goes, and the slot too when
+ * the C side promised never to call after a cancel. Called otherwise, as `never`, the C
+ * side will not call: the slot is freed and the future cancelled. */
+static int os_released(lua_State *L) {
+  fstate *S = ffi_state(L);
+  cbslot *s = lua_touserdata(L, lua_upvalueindex(2));
+  lua_Integer tok = lua_tointeger(L, lua_upvalueindex(3));
+  int asdone = lua_gettop(L) == 1 && lua_rawequal(L, 1, lua_upvalueindex(4));
+  if (asdone) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_done);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    asdone = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (!asdone) {
+    slot_release(L, S, s, tok, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cancel);
+    lua_pushvalue(L, lua_upvalueindex(4));
+    lua_call(L, 1, 0);
+    return 0;
+  }
+  if (!slot_is(S, s, tok)) return 0;
+  int kill = 0;
+  if (s->kill_on_cancel) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cancelled);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    kill = lua_toboolean(L, -1);
+  }
+  slot_release(L, S, s, tok, kill);
+  return 0;
+}
+
+/* Binds the new one-shot slot s to the future at index fut and holds the loop until the
+ * C side calls. The future gets one done callback, a C closure (no Lua function per
+ * operation), that gives the hold back if the future finishes first; it is left on the
+ * stack. */
+static void arm_future(lua_State *L, fstate *S, cbslot *s, int fut, las_loop_t *loop,
+                       int kill_on_cancel) {
+  s->oneshot = 1;
+  s->kill_on_cancel = kill_on_cancel;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_addcb);
+  lua_pushvalue(L, fut);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, s);
+  lua_pushinteger(L, s->gen);
+  lua_pushvalue(L, fut);
+  lua_pushcclosure(L, os_released, 4);
+  lua_pushvalue(L, -1);
+  s->futref = anchor_put(L, S);
+  api.hold(loop);
+  s->held = 1;
+  lua_call(L, 2, 0);
+  anchor_push(L, S, s->futref);  /* the done callback, left on the stack for ffi.oneshot */
+}
+
+/* start(cfunc, cbindex, kill_on_cancel, args...): makes a future, arms a one-shot slot
+ * bound to it and calls cfunc with the slot's code in parameter cbindex. Returns the C
+ * result, a token (slot, generation) for release() when the check refuses the start, and
+ * the future to await. */
 static int aw_start(lua_State *L) {
   fstate *S = ffi_state(L);
   int ft;
-  ffi_checkfunc(L, S, 2, &ft, "ffi.awaitable");
+  ffi_checkfunc(L, S, 1, &ft, "ffi.awaitable");
   ctype *c = CT(S->db, ft);
-  int cbi = (int)luaL_checkinteger(L, 3) - 1;
+  int cbi = (int)luaL_checkinteger(L, 2) - 1;
+  int kill_on_cancel = lua_toboolean(L, 3);
   int pt = S->db->params[c->aux + cbi];
   las_loop_t *loop = hub_bind(L, S);
   if (!loop) return luaL_error(L, "ffi.awaitable: no running lasync loop (call it inside lasync.run)");
+  get_methods(L, S);
+  int nargs = lua_gettop(L) - 3 + 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_fnew);
+  lua_call(L, 0, 1);
+  int fut = lua_gettop(L);
   cbslot *s;
   slot_new(L, S, CT(S->db, pt)->base, "ffi.awaitable", &s);
-  s->oneshot = 1;
+  arm_future(L, S, s, fut, loop, kill_on_cancel);
+  lua_pop(L, 1);
   lua_pushvalue(L, 1);
-  s->futref = luaL_ref(L, LUA_REGISTRYINDEX);
-  api.hold(loop);
-  s->held = 1;
-  int nargs = lua_gettop(L) - 3 + 1;
-  lua_pushvalue(L, 2);
   for (int i = 0, j = 4; i < nargs; i++) {
     if (i == cbi) lua_pushlightuserdata(L, s->code);
     else lua_pushvalue(L, j++);
@@ -693,46 +912,42 @@ static int aw_start(lua_State *L) {
   }
   lua_pushlightuserdata(L, s);
   lua_pushinteger(L, s->gen);
-  return 3;
+  lua_pushvalue(L, fut);
+  return 4;
 }
 
-/* oneshot(fut, ct): a one-shot callback of function-pointer type ct bound to fut, for APIs
- * that take their callback inside a struct (a sigevent) rather than as a parameter.
- * Returns the function pointer and the release token. */
+/* ffi.oneshot(ct): a one-shot callback of function-pointer type ct, for APIs that take
+ * their callback inside a struct (a sigevent) rather than as a parameter. Returns the
+ * function pointer, the future its call completes and `never`. */
 static int os_new(lua_State *L) {
   fstate *S = ffi_state(L);
-  int ct = ffi_checkct(L, S, 2, "ffi.oneshot");
+  int ct = ffi_checkct(L, S, 1, "ffi.oneshot");
   ctype *c = CT(S->db, ct);
   if (c->kind != CT_PTR || CT(S->db, c->base)->kind != CT_FUNC)
     return luaL_error(L, "ffi.oneshot: function pointer type expected");
   las_loop_t *loop = hub_bind(L, S);
   if (!loop) return luaL_error(L, "ffi.oneshot: no running lasync loop (call it inside lasync.run)");
+  get_methods(L, S);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_fnew);
+  lua_call(L, 0, 1);
+  int fut = lua_gettop(L);
   cbslot *s;
   slot_new(L, S, c->base, "ffi.oneshot", &s);
-  s->oneshot = 1;
-  lua_pushvalue(L, 1);
-  s->futref = luaL_ref(L, LUA_REGISTRYINDEX);
-  api.hold(loop);
-  s->held = 1;
+  arm_future(L, S, s, fut, loop, 0);
   cdata *cd = ffi_newcdata(L, S, ct_unqual(S->db, ct), sizeof(void *));
   *(void **)cd->p = s->code;
-  lua_pushlightuserdata(L, s);
-  lua_pushinteger(L, s->gen);
+  lua_pushvalue(L, fut);
+  lua_pushvalue(L, -3);  /* `never` is the future's done callback */
   return 3;
 }
 
-/* release(slot, token, never): the awaiting task is done (usually cancelled). The loop is
- * no longer held for this operation; with `never` the C side promised not to call, so
- * the slot is freed, otherwise it stays armed for a late call. */
+/* release(slot, token, never): the awaiting side gives up on an operation (the start
+ * check refused it). */
 static int aw_release(lua_State *L) {
   fstate *S = ffi_state(L);
   cbslot *s = lua_touserdata(L, 1);
   lua_Integer tok = luaL_checkinteger(L, 2);
-  if (!s || atomic_load(&s->state) != SL_LIVE || atomic_load(&s->hub) != S->hub || !s->oneshot ||
-      (s->gen) != tok)
-    return 0;
-  if (s->held && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
-  if (lua_toboolean(L, 3) && !atomic_load(&s->fired)) slot_kill(L, s);
+  slot_release(L, S, s, tok, lua_toboolean(L, 3));
   return 0;
 }
 
@@ -873,7 +1088,7 @@ static int tt_start(lua_State *L) {
 
 /* The Lua halves: lasync futures are made and awaited through the pinned Lua API. */
 static const char *wrappers =
-  "local aw_start, aw_release, tt_start, os_new = ...\n"
+  "local aw_start, aw_release, tt_start = ...\n"
   "local lasync\n"
   "local function future()\n"
   "  lasync = lasync or require 'lasync'\n"
@@ -883,26 +1098,16 @@ static const char *wrappers =
   "function M.awaitable(fn, opts)\n"
   "  opts = opts or {}\n"
   "  local idx, check = opts.callback, opts.check\n"
-  "  local never_on_cancel = opts.never_on_cancel\n"
+  "  local never_on_cancel = opts.never_on_cancel and true or false\n"
   "  return function(...)\n"
-  "    local fut = future()\n"
-  "    local ret, slot, tok = aw_start(fut, fn, idx, ...)\n"
+  "    local ret, slot, tok, fut = aw_start(fn, idx, never_on_cancel, ...)\n"
   "    if check and not check(ret) then\n"
   "      aw_release(slot, tok, true)\n"
   "      fut:cancel()\n"
   "      return nil, ret\n"
   "    end\n"
-  "    if not fut:done() then\n"
-  "      fut:add_done_callback(function(f) aw_release(slot, tok, never_on_cancel and f:cancelled()) end)\n"
-  "    end\n"
   "    return fut:await()\n"
   "  end\n"
-  "end\n"
-  "function M.oneshot(ct)\n"
-  "  local fut = future()\n"
-  "  local ptr, slot, tok = os_new(fut, ct)\n"
-  "  fut:add_done_callback(function() aw_release(slot, tok, false) end)\n"
-  "  return ptr, fut, function() aw_release(slot, tok, true); fut:cancel() end\n"
   "end\n"
   "function M.to_thread(fn, ...)\n"
   "  local fut = future()\n"
@@ -1023,6 +1228,8 @@ void ffi_cb_open(lua_State *L, fstate *S) {
   S->ref_cbL = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   S->ref_temps = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  S->ref_anchors = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* The state is closing: from now on foreign threads get ST_CLOSED; closures stay valid
@@ -1039,6 +1246,9 @@ void ffi_cb_close(fstate *S) {
   pthread_mutex_unlock(&h->mu);
   if (loop && api_ok) api.unref(loop);
   S->hub = NULL;
+  free(S->afree);
+  S->afree = NULL;
+  S->nafree = S->capafree = 0;
 }
 
 void ffi_cb_functions(lua_State *L, fstate *S, int sidx) {
@@ -1049,14 +1259,14 @@ void ffi_cb_functions(lua_State *L, fstate *S, int sidx) {
   lua_pushvalue(L, sidx); lua_pushcclosure(L, aw_start, 1);
   lua_pushvalue(L, sidx); lua_pushcclosure(L, aw_release, 1);
   lua_pushvalue(L, sidx); lua_pushcclosure(L, tt_start, 1);
-  lua_pushvalue(L, sidx); lua_pushcclosure(L, os_new, 1);
-  lua_call(L, 4, 1);
+  lua_call(L, 3, 1);
   int w = lua_gettop(L);
   lua_pushvalue(L, w);
   lua_rawsetp(L, LUA_REGISTRYINDEX, (void *)&wrappers);
   lua_getfield(L, w, "to_thread");
   lua_setfield(L, mod, "to_thread");
-  lua_getfield(L, w, "oneshot");
+  lua_pushvalue(L, sidx);
+  lua_pushcclosure(L, os_new, 1);
   lua_setfield(L, mod, "oneshot");
   lua_pushvalue(L, sidx);
   lua_pushvalue(L, w);

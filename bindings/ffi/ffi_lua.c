@@ -855,24 +855,42 @@ ffi_type *ffi_typeof(lua_State *L, fstate *S, int ct, const char *ctx) {
  * 8 floats or doubles, no aggregates, not variadic) can be called as
  * R f(int64 x6, double x8) with its arguments dropped into the right slots, without
  * libffi's per-call classification. Everything else goes through ffi_call. */
-static int fast_class(fstate *S, ctype *c, uint8_t *cls) {
+static int fast_class(fstate *S, ctype *c, fcif *fc, uint8_t *cls) {
 #if defined(__x86_64__) && !defined(_WIN32)
   if (c->flags & CTF_VARARG) return FAST_NONE;
   int ni = 0, nf = 0;
   for (int i = 0; i < c->n; i++) {
     ctype *p = CT(S->db, S->db->params[c->aux + i]);
-    if (ct_isint(p) || p->kind == CT_PTR) { cls[i] = 0; ni++; }
-    else if (p->kind == CT_FLOAT && p->size <= 8) { cls[i] = p->size == 8 ? 1 : 2; nf++; }
+    if (p->kind == CT_INT && p->size <= 8) {
+      int u = (p->flags & CTF_UNSIGNED) != 0;
+      cls[i] = p->size == 1 ? FA_I8 + u : p->size == 2 ? FA_I16 + u : p->size == 4 ? FA_I32 + u : FA_I64;
+      ni++;
+    } else if (ct_isint(p) || p->kind == CT_PTR) { cls[i] = FA_INTX; ni++; }
+    else if (p->kind == CT_FLOAT && p->size <= 8) { cls[i] = p->size == 8 ? FA_DOUBLE : FA_FLOAT; nf++; }
     else return FAST_NONE;
   }
   if (ni > 6 || nf > 8) return FAST_NONE;
+  fc->nfloat = nf;
+  fc->allint = 1;
+  for (int i = 0; i < c->n; i++) {
+    if (cls[i] > FA_I64) { fc->allint = 0; break; }
+    static const uint8_t bits[] = { 8, 8, 16, 16, 32, 32, 64 };
+    int b = bits[cls[i]];
+    fc->narrow[i].mask = b == 64 ? ~(uint64_t)0 : ((uint64_t)1 << b) - 1;
+    fc->narrow[i].sign = b == 64 || (cls[i] & 1) ? 0 : (uint64_t)1 << (b - 1);
+  }
   ctype *r = CT(S->db, c->base);
-  if (r->kind == CT_VOID) return FAST_VOID;
+  fc->ret = FR_OTHER;
+  if (r->kind == CT_INT && r->size == 4) fc->ret = (r->flags & CTF_UNSIGNED) ? FR_U32 : FR_I32;
+  else if (r->kind == CT_INT && r->size == 8) fc->ret = FR_I64;
+  else if (r->kind == CT_FLOAT && r->size == 8) fc->ret = FR_DOUBLE;
+  if (r->kind == CT_FLOAT) fc->allint = 0;
+  if (r->kind == CT_VOID) { fc->ret = FR_VOID; return FAST_VOID; }
   if (ct_isint(r) || r->kind == CT_PTR) return FAST_INT;
   if (r->kind == CT_FLOAT && r->size == 8) return FAST_DOUBLE;
   if (r->kind == CT_FLOAT && r->size == 4) return FAST_FLOAT;
 #else
-  (void)S; (void)c; (void)cls;
+  (void)S; (void)c; (void)fc; (void)cls;
 #endif
   return FAST_NONE;
 }
@@ -894,7 +912,7 @@ fcif *ffi_getcif(lua_State *L, fstate *S, int ft, const char *ctx) {
     free(fc);
     luaL_error(L, "%s: libffi cannot prepare a call of '%s'", ctx, ffi_typename(S, ft, (char[160]){0}, 160));
   }
-  fc->fast = fast_class(S, c, (uint8_t *)(fc->atypes + c->n + 1));
+  fc->fast = fast_class(S, c, fc, (uint8_t *)(fc->atypes + c->n + 1));
   if (fc->fast) fc->cls = (uint8_t *)(fc->atypes + c->n + 1);
   c->ffi = fc;
   return fc;
@@ -979,50 +997,100 @@ static int64_t widen(const ctype *p, const slot *v) {
   }
 }
 
+typedef int64_t (*fast_n)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+
 /* The direct path of cd_call (see fast_class): arguments straight into register slots.
- * Integers already in Lua integer form skip the generic conversion. */
-static int fast_call(lua_State *L, fstate *S, fcif *fc, ctype *c, void *fn) {
+ * Lua integers for fixed-size integer parameters skip the generic conversion, and a
+ * function without floating parameters or result is called without loading the xmm
+ * registers, so a call costs little more than a hand-written binding. */
+static __attribute__((noinline))
+int fast_call(lua_State *L, fstate *S, fcif *fc, ctype *c, void *fn) {
   int64_t ia[6] = { 0, 0, 0, 0, 0, 0 };
   fslot da[8];
-  memset(da, 0, sizeof da);
-  int ni = 0, nf = 0;
-  const int *params = S->db->params + c->aux;
-  for (int i = 0; i < fc->nparams; i++) {
-    ctype *p = CT(S->db, params[i]);
-    if (fc->cls[i] == 0) {
-      slot v;
-      int isint = 0;
-      if (p->kind == CT_INT && lua_isinteger(L, i + 2)) { v.i = lua_tointeger(L, i + 2); isint = 1; }
-      if (!isint) ffi_toc(L, S, i + 2, params[i], &v, "C function call", TOC_ARG);
+  int ni = 0, nf = 0, np = fc->nparams;
+  const uint8_t *cls = fc->cls;
+  if (fc->nfloat) memset(da, 0, sizeof da);
+  for (int i = 0; i < np; i++) {
+    int k = cls[i], idx = i + 2;
+    slot v;
+    if (k <= FA_I64) {
+      if (lua_isinteger(L, idx)) v.i = lua_tointeger(L, idx);
+      else ffi_toc(L, S, idx, S->db->params[c->aux + i], &v, "C function call", TOC_ARG);
+      switch (k) {
+      case FA_I8: v.i = (int8_t)v.i; break;
+      case FA_U8: v.i = (uint8_t)v.i; break;
+      case FA_I16: v.i = (int16_t)v.i; break;
+      case FA_U16: v.i = (uint16_t)v.i; break;
+      case FA_I32: v.i = (int32_t)v.i; break;
+      case FA_U32: v.i = (uint32_t)v.i; break;
+      default: break;
+      }
+      ia[ni++] = v.i;
+    } else if (k == FA_INTX) {
+      int pt = S->db->params[c->aux + i];
+      ctype *p = CT(S->db, pt);
+      ffi_toc(L, S, idx, pt, &v, "C function call", TOC_ARG);
       ia[ni++] = p->kind == CT_PTR ? v.i : widen(p, &v);
-    } else if (fc->cls[i] == 1) ffi_toc(L, S, i + 2, params[i], &da[nf++].d, "C function call", TOC_ARG);
-    else ffi_toc(L, S, i + 2, params[i], &da[nf++].f, "C function call", TOC_ARG);
+    } else {
+      ffi_toc(L, S, idx, S->db->params[c->aux + i], k == FA_DOUBLE ? (void *)&da[nf].d : (void *)&da[nf].f,
+              "C function call", TOC_ARG);
+      nf++;
+    }
   }
-  ctype *rc = CT(S->db, c->base);
   slot r;
   if (S->in_call++ == 0) atomic_store_explicit(S->busy, ++S->seq, memory_order_release);
-  switch (fc->fast) {
-  case FAST_DOUBLE:
+  if (fc->fast == FAST_DOUBLE)
     r.d = ((fast_d)fn)(ia[0], ia[1], ia[2], ia[3], ia[4], ia[5], da[0].d, da[1].d, da[2].d, da[3].d,
                        da[4].d, da[5].d, da[6].d, da[7].d);
-    break;
-  case FAST_FLOAT: {
+  else if (fc->fast == FAST_FLOAT) {
     float f = ((fast_f)fn)(ia[0], ia[1], ia[2], ia[3], ia[4], ia[5], da[0].d, da[1].d, da[2].d, da[3].d,
                            da[4].d, da[5].d, da[6].d, da[7].d);
     memcpy(&r, &f, sizeof f);
-    break;
-  }
-  default:
+  } else if (fc->nfloat == 0)
+    r.i = ((fast_n)fn)(ia[0], ia[1], ia[2], ia[3], ia[4], ia[5]);
+  else
     r.i = ((fast_i)fn)(ia[0], ia[1], ia[2], ia[3], ia[4], ia[5], da[0].d, da[1].d, da[2].d, da[3].d,
                        da[4].d, da[5].d, da[6].d, da[7].d);
-  }
   S->saved_errno = errno;
   if (--S->in_call == 0) atomic_store_explicit(S->busy, 0, memory_order_release);
-  if (rc->kind == CT_INT && rc->size == 4 && !(rc->flags & CTF_UNSIGNED)) {
-    lua_pushinteger(L, (int32_t)r.i);
-    return 1;
+  switch (fc->ret) {
+  case FR_VOID: return -1;
+  case FR_I32: lua_pushinteger(L, (int32_t)r.i); return 1;
+  case FR_U32: lua_pushinteger(L, (uint32_t)r.i); return 1;
+  case FR_I64: lua_pushinteger(L, (lua_Integer)r.i); return 1;
+  case FR_DOUBLE: lua_pushnumber(L, r.d); return 1;
+  default: ffi_pushc(L, S, c->base, &r, 0); return 1;
   }
-  return rc->kind == CT_VOID ? -1 : (ffi_pushc(L, S, c->base, &r, 0), 1);
+}
+
+static int call_slow(lua_State *L, cdata *cd);
+
+/* The direct path for functions taking only fixed-size integers and returning an integer,
+ * a pointer or nothing: the commonest shape, so it gets a loop with no per-parameter
+ * dispatch. Any argument that is not a Lua integer sends the call to the generic path,
+ * which converts it or raises the error; nothing has happened yet at that point. */
+static inline __attribute__((always_inline))
+int int_call(lua_State *L, fstate *S, fcif *fc, cdata *cd, void *fn) {
+  int64_t a[6] = { 0, 0, 0, 0, 0, 0 };
+  for (int i = 0, np = fc->nparams; i < np; i++) {
+    if (!lua_isinteger(L, i + 2)) return call_slow(L, cd);
+    uint64_t v = (uint64_t)lua_tointeger(L, i + 2);
+    a[i] = (int64_t)(((v & fc->narrow[i].mask) ^ fc->narrow[i].sign) - fc->narrow[i].sign);
+  }
+  S->in_call = 1;
+  atomic_store_explicit(S->busy, ++S->seq, memory_order_release);
+  slot r;
+  r.i = ((fast_n)fn)(a[0], a[1], a[2], a[3], a[4], a[5]);
+  S->saved_errno = errno;
+  S->in_call = 0;
+  atomic_store_explicit(S->busy, 0, memory_order_release);
+  if (S->cb_error_ref != LUA_NOREF) return call_epilogue(L, S, 0, 0);
+  if (fc->ret == FR_I32) lua_pushinteger(L, (int32_t)r.i);
+  else if (fc->ret == FR_I64) lua_pushinteger(L, (lua_Integer)r.i);
+  else if (fc->ret == FR_VOID) return 0;
+  else if (fc->ret == FR_U32) lua_pushinteger(L, (uint32_t)r.i);
+  else ffi_pushc(L, S, CT(S->db, cd->ct)->base, &r, 0);
+  return 1;
 }
 
 static int cd_call(lua_State *L) {
@@ -1033,10 +1101,20 @@ static int cd_call(lua_State *L) {
   if ((cd->flags & CDF_FN) && fp[1]) {  /* a library function called before */
     fstate *S = fp[2];
     fcif *fc = fp[1];
-    ctype *c = CT(S->db, cd->ct);
-    if (lua_gettop(L) - 1 == fc->nparams && S->in_call == 0 && S->ntemps == 0)
-      return call_epilogue(L, S, 0, fast_call(L, S, fc, c, fp[0]));
+    if (lua_gettop(L) - 1 == fc->nparams && S->in_call == 0 && S->ntemps == 0) {
+      if (fc->allint) return int_call(L, S, fc, cd, fp[0]);
+      int n = fast_call(L, S, fc, CT(S->db, cd->ct), fp[0]);
+      if (S->ntemps == 0 && S->cb_error_ref == LUA_NOREF) return n < 0 ? 0 : n;
+      return call_epilogue(L, S, 0, n);
+    }
   }
+  return call_slow(L, cd);
+}
+
+/* Everything but the direct call of a cached library function: kept out of line so that
+ * the hot path above does not pay for this frame's argument arrays. */
+static __attribute__((noinline)) int call_slow(lua_State *L, cdata *cd) {
+  void **fp = cd->p;
   fstate *S = ffi_state(L);
   int ft;
   ctype *c = CT(S->db, cd->ct);
@@ -1281,7 +1359,7 @@ static int make_mt(lua_State *L, const luaL_Reg *l, const char *name, const void
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-int luaopen_lasync_ffi(lua_State *L);
+__attribute__((visibility("default"))) int luaopen_lasync_ffi(lua_State *L);
 
 /* Pins this module in memory: Lua unloads C modules when the state closes, but closures
  * handed to C libraries must keep working (and say "closed") after that. */

@@ -18,11 +18,20 @@ typedef struct fcif {
   ffi_cif cif;
   int nparams;
   int fast;                     /* FAST_* return class when the direct path applies, else 0 */
-  uint8_t *cls;                 /* per parameter: 0 integer class, 1 double, 2 float */
+  int nfloat;                   /* floating parameters (0: the integer-only direct call) */
+  int ret;                      /* FR_* how the direct path pushes the result */
+  uint8_t *cls;                 /* per parameter: FA_* how the direct path converts it */
+  int allint;                   /* every parameter FA_I8..FA_I64 and no floating result */
+  struct { uint64_t mask, sign; } narrow[6];  /* allint: (v & mask ^ sign) - sign extends */
   ffi_type *atypes[];
 } fcif;
 
 enum { FAST_NONE, FAST_VOID, FAST_INT, FAST_DOUBLE, FAST_FLOAT };
+/* Parameter classes of the direct path, decided once per function type so that a call
+ * does not look at ctypes: fixed-size integers take Lua integers as they are, FA_INTX
+ * (pointers, enums, bool) goes through the generic conversion, then the floating ones. */
+enum { FA_I8, FA_U8, FA_I16, FA_U16, FA_I32, FA_U32, FA_I64, FA_INTX, FA_DOUBLE, FA_FLOAT };
+enum { FR_VOID, FR_I32, FR_U32, FR_I64, FR_DOUBLE, FR_OTHER };
 
 typedef struct cbhub cbhub;
 
@@ -39,6 +48,11 @@ typedef struct fstate {
   int ref_cbL;
   int ref_temps, ntemps;        /* callbacks made for the arguments of running calls */
   long seq;                     /* numbers the outermost bridge calls */
+  /* lasync.future and the Future methods the one-shot paths call, looked up once */
+  int methods_ok;
+  int ref_fnew, ref_setres, ref_remove, ref_addcb, ref_cancel, ref_done, ref_cancelled;
+  int ref_anchors, anext, nafree, capafree;  /* one-shot anchors: table slots, C free list */
+  int *afree;
 } fstate;
 
 /* A C object seen from Lua. `p` points into the inline payload that follows the header
