@@ -18,6 +18,16 @@ static void push_traceback(lua_State *L, lua_State *of, const char *msg, int lev
   luaL_traceback(L, of, msg, level);
 }
 
+/* A CancelledError the runtime raises is control flow, not a bug: it gets no traceback, so
+ * cancelling a million tasks at shutdown does not build a million traceback strings. */
+static void push_cancel_error(lua_State *L, lstate *S, const char *msg) {
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->cls_cancelled);
+  lua_setmetatable(L, -2);
+}
+
 void lasync__push_error(lua_State *L, lstate *S, int cls, const char *msg) {
   lua_createtable(L, 0, 2);
   lua_pushstring(L, msg);
@@ -337,7 +347,7 @@ static void push_cancelled(lua_State *L, lstate *S, lfut *fu, int idx) {
     lua_pushnil(L);
   }
   msg = lua_tostring(L, -1);
-  lasync__push_error(L, S, S->cls_cancelled, msg ? msg : "cancelled");
+  push_cancel_error(L, S, msg ? msg : "cancelled");
   lua_remove(L, -2);
 }
 
@@ -450,7 +460,7 @@ static int raise_cancel(lua_State *L, lstate *S, ltask *tk) {
   if (lasync__tofut(L, -1) && lasync__get_extra(L, lua_gettop(L), "msg") == LUA_TSTRING) {
     msg = lua_tostring(L, -1);
   }
-  lasync__push_error(L, S, S->cls_cancelled, msg ? msg : "cancelled");
+  push_cancel_error(L, S, msg ? msg : "cancelled");
   return lua_error(L);
 }
 
@@ -657,7 +667,7 @@ static void task_step(las_task_t *t, void *ud) {
       lua_rawgeti(co, -1, tk->ref);
       int has_msg = lasync__get_extra(co, lua_gettop(co), "msg") == LUA_TSTRING;
       const char *msg = has_msg ? lua_tostring(co, -1) : "cancelled before it started";
-      lasync__push_error(co, S, S->cls_cancelled, msg);
+      push_cancel_error(co, S, msg);
       lua_replace(co, 1);
       lua_settop(co, 1);
       task_errored(S, tk);

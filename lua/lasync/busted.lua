@@ -3,6 +3,7 @@
 --   local async = require "lasync.busted"
 --   it("waits", async(function() lasync.sleep(0.01) end))
 --   it("slow", async({ timeout = 20 }, function() ... end))
+--   local c = async.iteration_counter()   -- counts loop iterations (see below)
 --
 -- The spec fails when the body raises, when it runs past its timeout (default 5 s, or
 -- LASYNC_SPEC_TIMEOUT), when any task's error reaches the loop's exception handler (an error
@@ -59,8 +60,25 @@ local function run_body(opts, fn, ...)
   end
 end
 
-return function(opts, fn)
-  if fn == nil then opts, fn = {}, opts end
-  assert(type(fn) == "function", "lasync.busted: expected a function for the spec body")
-  return function(...) return run_body(opts, fn, ...) end
+-- async.iteration_counter() -> c: a callback that reschedules itself with call_soon, so
+-- c.n counts loop iterations from here on (a spec can check that something took exactly one
+-- iteration, or none, without timing anything); c.stop() ends it before the body returns.
+local function iteration_counter()
+  local loop = lasync.get_loop()
+  local c = {n = 0}
+  local function tick()
+    c.n = c.n + 1
+    c.h = loop:call_soon(tick)
+  end
+  c.h = loop:call_soon(tick)
+  function c.stop() c.h:cancel() end
+  return c
 end
+
+return setmetatable({iteration_counter = iteration_counter}, {
+  __call = function(_, opts, fn)
+    if fn == nil then opts, fn = {}, opts end
+    assert(type(fn) == "function", "lasync.busted: expected a function for the spec body")
+    return function(...) return run_body(opts, fn, ...) end
+  end,
+})

@@ -2,17 +2,7 @@
 local lasync = require "lasync"
 local async = require "lasync.busted"
 
-local function iteration_counter()
-  local loop = lasync.get_loop()
-  local c = {n = 0}
-  local function tick()
-    c.n = c.n + 1
-    c.h = loop:call_soon(tick)
-  end
-  c.h = loop:call_soon(tick)
-  function c.stop() c.h:cancel() end
-  return c
-end
+local iteration_counter = async.iteration_counter
 
 describe("many waiters", function()
   it("10,000 tasks waiting on one future are all woken in one iteration", async({timeout = 60}, function()

@@ -20,18 +20,7 @@ local function outcome(t)
   return "ok", t:result()
 end
 
--- A self-rescheduling callback that counts loop iterations.
-local function iteration_counter()
-  local loop = lasync.get_loop()
-  local c = {n = 0}
-  local function tick()
-    c.n = c.n + 1
-    c.h = loop:call_soon(tick)
-  end
-  c.h = loop:call_soon(tick)
-  function c.stop() c.h:cancel() end
-  return c
-end
+local iteration_counter = async.iteration_counter
 
 local function errmsg(fn, ...)
   local ok, e = pcall(fn, ...)
