@@ -771,8 +771,7 @@ static int l_current_task(lua_State *L) {
  * allocation outside Lua, no finalizer unless it fails. */
 static void lfuture_add_waiter(lua_State *L, int futidx, int validx) {
   int t = lua_getiuservalue(L, futidx, LASYNC_UV_WAITERS);
-  lfut *w = lasync__tofut(L, validx);
-  if (t == LUA_TNIL && w && w->kind == K_TASK) {
+  if (t == LUA_TNIL && lua_type(L, validx) == LUA_TLIGHTUSERDATA) {
     lua_pop(L, 1);
     lua_pushvalue(L, validx);
     lua_setiuservalue(L, futidx, LASYNC_UV_WAITERS);
@@ -795,12 +794,13 @@ static void lfuture_add_waiter(lua_State *L, int futidx, int validx) {
 
 static void lua_done_detached_cb(void *a, void *b);
 
-/* Schedules one waiter (popped from the top): a Task is woken through the ready queue, a
- * callable is called with the future through call_soon. */
+/* Schedules one waiter (popped from the top): a Task (kept as a light userdata pointing to
+ * its box, valid because a task waiting here is pending and so anchored) is woken through the
+ * ready queue; a callable is called with the future through call_soon. */
 static void lfuture_notify(lua_State *L, lstate *S, int futidx) {
-  lfut *w = lasync__tofut(L, -1);
-  if (w && w->kind == K_TASK) {
-    if (w->f) las_task_wake((las_task_t *)w->f);
+  if (lua_type(L, -1) == LUA_TLIGHTUSERDATA) {
+    ltask *w = lua_touserdata(L, -1);
+    if (w->base.f) las_task_wake((las_task_t *)w->base.f);
     lua_pop(L, 1);
     return;
   }
@@ -922,9 +922,8 @@ static int l_await(lua_State *L) {
   if (fu->kind == K_FUTURE) {
     check_lua_future_loop(L, S, fu, "lasync.await");
     lua_settop(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-    lua_rawgeti(L, -1, cur->ref);
-    lfuture_add_waiter(L, 1, 3);
+    lua_pushlightuserdata(L, cur);
+    lfuture_add_waiter(L, 1, 2);
     lua_settop(L, 1);
     las_task_wait_external(t);
     if (las_task_take_cancel(t)) {

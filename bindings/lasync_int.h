@@ -81,7 +81,8 @@ struct lstate {
 };
 
 #define LASYNC_UV_VALUES 1  /* Future box: its value(s) or error or cancel message */
-#define LASYNC_UV_WAITERS 2 /* Lua Future box: nil, one Task, or a list of Tasks and callables */
+#define LASYNC_UV_WAITERS 2 /* Lua Future box: nil, one waiting Task (as a light userdata), or
+                              a list of those and done callbacks, in registration order */
 #define LASYNC_UV_THREAD 1 /* Task box: its coroutine */
 #define LASYNC_UV_EXTRA 2  /* Task box: nil, or a table of what few tasks have: name, msg
                               (the cancel message), tb (the traceback of its error) */

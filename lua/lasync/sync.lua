@@ -228,7 +228,8 @@ return function(lasync)
     -- needed: the core delivers an item handed over in the same iteration as a cancel (the
     -- cancel then comes at the task's next suspension), and a getter cancelled while
     -- waiting has its future cancelled, which pop_live skips. So nothing can be lost here.
-    local fut = new_waiter()
+    local fut = future()
+    if not f_done then f_done, f_set_result = fut.done, fut.set_result end
     local r = self._getters
     local t = r.t + 1
     r.t = t
