@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(gcc make cmake pkg-config libuv1-dev libffi-dev lua5.4 liblua5.4-dev lua-busted zlib1g-dev
       clang libclang-rt-14-dev)
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(lua-cqueues lua-luv python3-uvloop nodejs luajit hyperfine valgrind)
+  pkgs+=(lua-cqueues lua-luv python3-uvloop nodejs luajit valgrind)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
