@@ -44,7 +44,4 @@ async def main():
     print("RESULT %d %.6f" % (N, dt))
 
 if __name__ == "__main__":
-    if "uvloop" in sys.argv[0]:
-        import uvloop
-        uvloop.install()
     asyncio.run(main())
