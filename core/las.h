@@ -52,7 +52,9 @@ typedef void (*las_cb)(void *a, void *b);
  * the given one (which must outlive it) and the host may drive it with uv_run itself. */
 int las_loop_new(las_loop_t **out, uv_loop_t *uv);
 /* Closes a loop that has no live work and drops the creator's reference. Returns LAS_EBUSY
- * and changes nothing while ready callbacks, timers, tasks or holds remain. */
+ * and changes nothing while ready callbacks, timers, tasks or holds remain, or (on a
+ * private uv loop) the user's libuv handles or requests; LAS_ERUNNING while it runs or from
+ * inside one of its callbacks. A clean close leaves the private uv_loop_close at 0. */
 int las_loop_close(las_loop_t *loop);
 /* Closes a loop whatever it holds: pending callbacks and timers are dropped without being
  * called, queued posts get LAS_ECANCELED. Drops the creator's reference. Accepts NULL. Not
@@ -210,7 +212,8 @@ int las_task_cancelling(const las_task_t *t);
 int las_task_uncancel(las_task_t *t);
 /* Inside the step: nonzero (and cleared) if the step must deliver a cancellation. */
 int las_task_take_cancel(las_task_t *t);
-/* The future the task was last suspended on (NULL after a timer or yield). Borrowed. */
+/* The future the task is suspended on, or was woken by (during that step only; NULL after a
+ * timer, a yield or an external wait). Borrowed. */
 las_future_t *las_task_waited(const las_task_t *t);
 /* Nonzero while the task is suspended on something (so a step that returned without
  * suspending and without finishing was a bare yield). */
