@@ -355,16 +355,18 @@ static void push_cancelled(lua_State *L, lstate *S, lfut *fu, int idx) {
  * await, so that reports show the chain of tasks. The chain stays a chain: only an await of
  * the task at its end (where the error was raised, or the last task it crossed) extends it,
  * so siblings awaiting the same failed task, or one task retrieving it again, add nothing. */
-static void where_of_caller(lua_State *L, char *buf, size_t n) {
+/* Writes "file:line" of the innermost Lua frame of `of` from `level` on (C frames such as
+ * await itself or pcall are skipped), or "?" when there is none. Returns whether one was. */
+bool lasync__where(lua_State *of, int level, char *buf, size_t n) {
   lua_Debug ar;
-  snprintf(buf, n, "?");
-  /* The innermost Lua frame: the await itself, or pcall, may be C frames above it. */
-  for (int level = 1; lua_getstack(L, level, &ar); level++) {
-    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+  for (; lua_getstack(of, level, &ar); level++) {
+    if (lua_getinfo(of, "Sl", &ar) && ar.currentline > 0) {
       snprintf(buf, n, "%s:%d", ar.short_src, ar.currentline);
-      return;
+      return true;
     }
   }
+  snprintf(buf, n, "?");
+  return false;
 }
 
 /* The string-error version of the chain below: a string cannot carry a traceback, so the
@@ -383,7 +385,7 @@ static void annotate_string(lua_State *L, lstate *S, int erridx, lfut *awaited) 
   lua_pop(L, 1);
   if (at_end) {
     char where[256];
-    where_of_caller(L, where, sizeof where);
+    lasync__where(L, 1, where, sizeof where);
     lua_getfield(L, -1, "tb");
     lua_pushfstring(L, "%s\n  awaited by Task-%I at %s", lua_tostring(L, -1), cur->id, where);
     lua_setfield(L, -3, "tb");
@@ -416,7 +418,7 @@ static void annotate(lua_State *L, lstate *S, int erridx, lfut *awaited) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   char where[256];
-  where_of_caller(L, where, sizeof where);
+  lasync__where(L, 1, where, sizeof where);
   lua_pushliteral(L, "traceback");
   lua_rawget(L, erridx);
   const char *tb = lua_tostring(L, -1);

@@ -98,6 +98,7 @@ void lasync__open_loop(lua_State *L, lstate *S);
 int lasync__run(lua_State *L);
 void lasync__drain_unretrieved(lua_State *L, lstate *S);
 void lasync__detach_task(ltask *tk);
+bool lasync__where(lua_State *of, int level, char *buf, size_t n);
 int lasync__get_extra(lua_State *L, int boxidx, const char *key);
 void lasync__set_extra(lua_State *L, int boxidx, const char *key);
 int lasync__anchor(lua_State *L, lstate *S, int idx);

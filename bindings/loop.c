@@ -125,13 +125,10 @@ static void slow_hook(las_loop_t *loop, las_task_t *t, double secs) {
     } else {
       lua_pushfstring(L, "Task-%I", tk->id);
     }
-    lua_Debug ar;
-    bool found = false;
-    for (int level = 0; lua_getstack(tk->co, level, &ar); level++)
-      if (lua_getinfo(tk->co, "Sl", &ar) && ar.currentline > 0) { found = true; break; }
-    if (found)
-      lua_pushfstring(L, "Executing %s took %s seconds (%s %s:%d)", lua_tostring(L, -1), dur,
-                      pending ? "suspended at" : "finished at", ar.short_src, ar.currentline);
+    char where[256];
+    if (lasync__where(tk->co, 0, where, sizeof where))
+      lua_pushfstring(L, "Executing %s took %s seconds (%s %s)", lua_tostring(L, -1), dur,
+                      pending ? "suspended at" : "finished at", where);
     else
       lua_pushfstring(L, "Executing %s took %s seconds", lua_tostring(L, -1), dur);
     lua_remove(L, -2);
@@ -455,8 +452,7 @@ static void cancel_leftovers(lua_State *L, lstate *S) {
   if (las_loop_task_count(loop) == 0) return;
   double deadline = las_loop_time(loop) + S->shutdown;
   las_timer_t *guard = las_timer_new(loop);
-  if (guard) las_timer_start(guard, deadline, noop_cb, NULL, NULL);
-  while (las_loop_task_count(loop) > 0 && las_loop_time(loop) < deadline) {
+  while (las_loop_task_count(loop) > 0) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
     lua_pushnil(L);
     while (lua_next(L, -2)) {
@@ -467,7 +463,12 @@ static void cancel_leftovers(lua_State *L, lstate *S) {
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (!las_loop_run_once(loop) && las_loop_ready_count(loop) == 0) break;
+    /* Nothing but the guard could wake a task (they wait on futures nobody will complete):
+     * stop here rather than sit out the deadline. */
+    las_timer_stop(guard);
+    if (!las_loop_alive(loop) || las_loop_time(loop) >= deadline) break;
+    if (guard) las_timer_start(guard, deadline, noop_cb, NULL, NULL);
+    las_loop_run_once(loop);
   }
   las_timer_free(guard);
 }
@@ -479,12 +480,10 @@ static void report_stuck(lua_State *L, lstate *S) {
     lfut *fu = lasync__tofut(L, -1);
     if (fu && fu->kind == K_TASK && FSTATE(fu) == LAS_PENDING) {
       ltask *tk = (ltask *)fu;
-      lua_Debug ar;
-      int level = 0;
-      while (lua_getstack(tk->co, level, &ar) && lua_getinfo(tk->co, "Sl", &ar) && ar.currentline <= 0)
-        level++;
-      lua_pushfstring(L, "Task-%I was destroyed but it is pending (waiting at %s:%d when the loop closed)",
-                      tk->id, ar.short_src, ar.currentline);
+      char where[256];
+      lasync__where(tk->co, 0, where, sizeof where);
+      lua_pushfstring(L, "Task-%I was destroyed but it is pending (waiting at %s when the loop closed)",
+                      tk->id, where);
       lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
       lua_pop(L, 1);
     }
@@ -529,12 +528,10 @@ int lasync__run(lua_State *L) {
 
   bool deadlock = FSTATE(&main->base) == LAS_PENDING;
   if (deadlock) {
-    lua_Debug ar;
-    int level = 0;
-    while (lua_getstack(main->co, level, &ar) && lua_getinfo(main->co, "Sl", &ar) && ar.currentline <= 0)
-      level++;
-    lua_pushfstring(L, "lasync.run: deadlock: the main task waits at %s:%d on something that "
-                       "nothing left in the loop can complete", ar.short_src, ar.currentline);
+    char where[256];
+    lasync__where(main->co, 0, where, sizeof where);
+    lua_pushfstring(L, "lasync.run: deadlock: the main task waits at %s on something that "
+                       "nothing left in the loop can complete", where);
   }
   cancel_leftovers(L, S);
   report_stuck(L, S);

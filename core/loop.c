@@ -164,7 +164,11 @@ void las_timer_stop(las_timer_t *t) {
   if (!t) return;
   t->gen++;
   if (t->idx == LAS__NOIDX) return;
+  bool was_first = t->idx == 0;
   heap_remove(t->loop, t);
+  /* The wake timer was armed for this deadline: re-arm it for the next one (or disarm it),
+   * or the loop would look alive, and wake, for a timer that is gone. */
+  if (was_first && !t->loop->in_pass && t->loop->state == LAS__OPEN) las__loop_update(t->loop);
   las__entry_t e = {t->fn, t->a, t->b, t->flags};
   t->flags = 0;
   las__entry_drop(&e);
@@ -490,7 +494,6 @@ int las_loop_close(las_loop_t *loop) {
   if (loop->state != LAS__OPEN) return LAS_ECLOSED;
   if (loop->running || loop->in_pass) return LAS_ERUNNING;
   if (loop->ready.count || loop->nheap || loop->ntasks || loop->holds) return LAS_EBUSY;
-  las__loop_update(loop); /* a wake timer armed for a timer since stopped keeps nothing alive */
   if (loop->owns_uv) {
     /* With no ready callbacks, timers or holds our own handles keep nothing alive, so an
      * alive loop means the user's requests (thread-pool work, say) or handles. */

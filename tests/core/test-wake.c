@@ -38,6 +38,12 @@ int main(void) {
   /* The loop runs until nothing is left: it must not block once the timer has fired. */
   CHECK(las_loop_run(loop) == 0);
   CHECK(fired == 1);
+  /* Stopping the earliest timer disarms the wake timer armed for it: with nothing left,
+   * the loop is not alive (it used to look alive, and wake, for the stopped timer). */
+  CHECK(las_timer_start(t, las_loop_time(loop) + 30, on_timer, NULL, NULL) == 0);
+  CHECK(las_loop_alive(loop));
+  las_timer_stop(t);
+  CHECK(!las_loop_alive(loop));
   las_timer_free(t);
   CHECK(las_loop_close(loop) == 0);
   printf("test-wake: ok\n");

@@ -4,51 +4,8 @@
 local lasync = require "lasync"
 local async = require "lasync.busted"
 
-local BUILD = os.getenv("LASYNC_BUILD") or "build"
-local RUNNER = BUILD .. "/bin/lasync"
-
-local tmpdir
-local function script(name, src)
-  if not tmpdir then
-    tmpdir = os.tmpname()
-    os.remove(tmpdir)
-    assert(os.execute("mkdir -p '" .. tmpdir .. "'"))
-  end
-  local path = tmpdir .. "/" .. name
-  local fh = assert(io.open(path, "w"))
-  fh:write(src)
-  fh:close()
-  return path
-end
-
-local function slurp(p)
-  local fh = io.open(p)
-  local s = fh and fh:read("a") or ""
-  if fh then fh:close() end
-  os.remove(p)
-  return s
-end
-
--- Runs `cmd` (a shell command line) under `timeout LIMIT` (20 s by default); returns exit
--- code, stdout, stderr. 124 means it hung; 128+N means it died from signal N (139: SIGSEGV).
-local LIMIT = 20
-local function sh(cmd)
-  local out, err = os.tmpname(), os.tmpname()
-  local ok, how, code = os.execute(("timeout %d %s >'%s' 2>'%s'"):format(LIMIT, cmd, out, err))
-  if how == "signal" then code = 128 + code end
-  return code, slurp(out), slurp(err)
-end
-
--- Runs a Lua script in a fresh lua5.4 with this process's module paths.
-local function lua_child(name, src)
-  local p = script(name, src)
-  return sh(("env LUA_CPATH='%s' LUA_PATH='%s' lua5.4 '%s'"):format(package.cpath, package.path, p))
-end
-
-local function run_script(name, src)
-  local p = script(name, src)
-  return sh(("env LUA_CPATH='%s' LUA_PATH='%s' '%s' '%s'"):format(package.cpath, package.path, RUNNER, p))
-end
+local child = dofile((debug.getinfo(1, "S").source:sub(2):gsub("[^/]*$", "")) .. "child_helper.lua")
+local script, lua_child, run_script = child.script, child.lua_child, child.run_script
 
 local function catch(f, ...)
   local ok, e = pcall(f, ...)
@@ -56,9 +13,7 @@ local function catch(f, ...)
   return e
 end
 
-teardown(function()
-  if tmpdir then os.execute("rm -rf '" .. tmpdir .. "'") end
-end)
+teardown(child.cleanup)
 
 -- ------------------------------------------------------------------------ lifetime and GC
 
@@ -205,14 +160,14 @@ describe("review: cancellation", function()
   end))
 
   it("a cancelled task that polls with bare coroutine.yield() does not hang lasync.run", function()
-    LIMIT = 5
+    child.limit = 5
     local code, out, err = run_script("yield_poller.lua", [[
 local lasync = require "lasync"
 lasync.spawn(function() while true do coroutine.yield() end end)
 lasync.sleep(0)
 print("main done")
 ]])
-    LIMIT = 20
+    child.limit = 20
     assert.not_equals(124, code, "the runner hung after the main task returned")
     assert.matches("main done", out)
   end)

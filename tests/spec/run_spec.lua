@@ -227,37 +227,39 @@ end)
 
 -- ------------------------------------------------------------------------------ the runner
 
-local BUILD = os.getenv("LASYNC_BUILD") or "build"
-local RUNNER = BUILD .. "/bin/lasync"
+local child = dofile((debug.getinfo(1, "S").source:sub(2):gsub("[^/]*$", "")) .. "child_helper.lua")
+local script, runner, RUNNER = child.script, child.runner, child.RUNNER
 
-local tmpdir
-local function script(name, src)
-  if not tmpdir then
-    tmpdir = os.tmpname()
-    os.remove(tmpdir)
-    assert(os.execute("mkdir -p '" .. tmpdir .. "'"))
-  end
-  local path = tmpdir .. "/" .. name
-  local fh = assert(io.open(path, "w"))
-  fh:write(src)
-  fh:close()
-  return path
-end
+describe("lasync.run shutdown", function()
+  it("returns at once when leftover tasks wait on what nothing can complete", function()
+    -- They are cancelled; nothing can wake one that ignores it, so run must not sit out
+    -- shutdown_timeout (a generous bound: 30 s timeout, 10 s allowed).
+    local t0 = os.time()
+    lasync.run(function()
+      lasync.get_loop().shutdown_timeout = 30
+      lasync.spawn(function()
+        while true do pcall(lasync.await, lasync.future()) end
+      end)
+      lasync.sleep(0)
+    end)
+    assert.is_true(os.time() - t0 < 10)
+  end)
 
--- Runs the runner; returns exit code, stdout, stderr.
-local function runner(path, args)
-  local out, err = os.tmpname(), os.tmpname()
-  local cmd = ("'%s' '%s' %s >'%s' 2>'%s'"):format(RUNNER, path, args or "", out, err)
-  local ok, how, code = os.execute(cmd)
-  local function slurp(p)
-    local fh = io.open(p)
-    local s = fh and fh:read("a") or ""
-    if fh then fh:close() end
-    os.remove(p)
-    return s
-  end
-  return (how == "exit" and code or -1), slurp(out), slurp(err)
-end
+  it("waits for a leftover task that ignores cancellation only up to shutdown_timeout", function()
+    local t0, reports = os.time(), {}
+    lasync.run(function()
+      local loop = lasync.get_loop()
+      loop.shutdown_timeout = 1
+      loop:set_exception_handler(function(_, ctx) reports[#reports + 1] = ctx.message end)
+      lasync.spawn(function()
+        while true do pcall(lasync.sleep, 0.05) end
+      end)
+      lasync.sleep(0)
+    end)
+    assert.is_true(os.time() - t0 < 10)
+    assert.matches("destroyed but it is pending", table.concat(reports, "\n"))
+  end)
+end)
 
 describe("the lasync runner", function()
   setup(function()
@@ -265,9 +267,7 @@ describe("the lasync runner", function()
     assert(fh, "runner not built at " .. RUNNER)
     fh:close()
   end)
-  teardown(function()
-    if tmpdir then os.execute("rm -rf '" .. tmpdir .. "'") end
-  end)
+  teardown(child.cleanup)
 
   it("runs the script as the main task, with top-level await, arg and ...", function()
     local p = script("ok.lua", [[
