@@ -43,12 +43,10 @@ void lasync__report(lua_State *L, lstate *S, const char *message, int erridx, in
                     const char *traceback) {
   if (erridx) erridx = lua_absindex(L, erridx);
   if (objidx) objidx = lua_absindex(L, objidx);
+  int base = lua_gettop(L);
   lfut *fu = objidx ? lasync__tofut(L, objidx) : NULL;
-  if (!traceback && fu && fu->kind == K_TASK && lasync__get_extra(L, objidx, "tb") == LUA_TSTRING) {
+  if (!traceback && fu && fu->kind == K_TASK && lasync__get_extra(L, objidx, "tb") == LUA_TSTRING)
     traceback = lua_tostring(L, -1); /* stays on the stack while used */
-  } else if (!traceback && fu && fu->kind == K_TASK) {
-    lua_pop(L, 1);
-  }
   if (S && S->handler != LUA_NOREF && S->loop) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->handler);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->loopbox);
@@ -67,17 +65,14 @@ void lasync__report(lua_State *L, lstate *S, const char *message, int erridx, in
       lua_pushstring(L, traceback);
       lua_setfield(L, -2, "traceback");
     }
-    if (lua_pcall(L, 2, 0, 0) == LUA_OK) goto out;
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      report_default(L, message, erridx, traceback);
+      report_default(L, "the exception handler failed", lua_gettop(L), NULL);
+    }
+  } else {
     report_default(L, message, erridx, traceback);
-    report_default(L, "the exception handler failed", lua_gettop(L), NULL);
-    lua_pop(L, 1);
-    goto out;
   }
-  report_default(L, message, erridx, traceback);
-out:
-  if (fu && fu->kind == K_TASK && traceback && lua_type(L, -1) == LUA_TSTRING &&
-      lua_tostring(L, -1) == traceback)
-    lua_pop(L, 1);
+  lua_settop(L, base);
 }
 
 /* Reports every failed future or task whose error nobody retrieved. */
