@@ -223,12 +223,6 @@ void lasync__reset_anchors(lua_State *L, lstate *S) {
   S->nextslot = 1;
 }
 
-static void anchor(lua_State *L, lstate *S, int idx, int *ref) { *ref = lasync__anchor(L, S, idx); }
-
-static void unanchor(lua_State *L, lstate *S, int *ref) {
-  lasync__unanchor(L, S, *ref);
-  *ref = LUA_NOREF;
-}
 
 /* Pushes extras[key] of the Task box at boxidx (nil when unset); returns its type. */
 int lasync__get_extra(lua_State *L, int boxidx, const char *key) {
@@ -480,7 +474,8 @@ void lasync__detach_task(ltask *tk) {
 static void task_done(lstate *S, ltask *tk, las_state_t st) {
   las_future_complete(tk->base.f, st);
   lasync__detach_task(tk);
-  unanchor(S->runL, S, &tk->ref);
+  lasync__unanchor(S->runL, S, tk->ref);
+  tk->ref = LUA_NOREF;
 }
 
 /* Completes a task whose error (or CancelledError) is at index 1 of its finished coroutine:
@@ -731,7 +726,7 @@ static ltask *spawn_at(lua_State *L, lstate *S, int fidx, int nargs) {
   if (!t) luaL_error(L, "lasync.spawn: out of memory");
   tk->base.f = las_task_future(t);
   tk->id = atomic_fetch_add(&task_counter, 1) + 1;
-  anchor(L, S, -1, &tk->ref);
+  tk->ref = lasync__anchor(L, S, -1);
   if (las_task_schedule(t)) luaL_error(L, "lasync.spawn: out of memory");
   return tk;
 }
@@ -811,10 +806,10 @@ static void lfuture_notify(lua_State *L, lstate *S, int futidx) {
   lua_rawseti(L, -2, 1);
   lua_pushvalue(L, futidx);
   lua_rawseti(L, -2, 2);
-  int ref;
-  anchor(L, S, -1, &ref);
+  int ref = lasync__anchor(L, S, -1);
   lua_pop(L, 1);
-  if (las_call_soon(S->loop, lua_done_detached_cb, (void *)(intptr_t)ref, S)) unanchor(L, S, &ref);
+  if (las_call_soon(S->loop, lua_done_detached_cb, (void *)(intptr_t)ref, S))
+    lasync__unanchor(L, S, ref);
 }
 
 /* Completes a Lua future (values or error already stored) and schedules its waiters. */
@@ -1197,12 +1192,11 @@ static int f_add_done_callback(lua_State *L) {
   lua_rawseti(L, -2, 1);
   lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 2);
-  int ref;
-  anchor(L, S, -1, &ref);
+  int ref = lasync__anchor(L, S, -1);
   int rc = fu->f ? las_future_add_callback(fu->f, lua_done_cb, (void *)(intptr_t)ref)
                  : las_call_soon(S->loop, lua_done_detached_cb, (void *)(intptr_t)ref, S);
   if (rc) {
-    unanchor(L, S, &ref);
+    lasync__unanchor(L, S, ref);
     return luaL_error(L, "Future.add_done_callback: %s", las_strerror(rc));
   }
   return 0;
