@@ -300,6 +300,12 @@ static int push_values(lua_State *L, lfut *fu, int idx) {
   }
   n = fu->nres;
   if (n == 0) return 0;
+  if (n > 1 && fu->kind == K_FUTURE && n <= ((lluafut *)fu)->inl) {
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, n, "too many results");
+    for (int i = 1; i <= n; i++) lua_getiuservalue(L, idx, LASYNC_UV_WAITERS + i);
+    return n;
+  }
   lua_getiuservalue(L, idx, LASYNC_UV_VALUES);
   if (n == 1) return 1;
   luaL_checkstack(L, n, "too many results");
@@ -815,6 +821,12 @@ static void lfuture_notify(lua_State *L, lstate *S, int futidx) {
 /* Completes a Lua future (values or error already stored) and schedules its waiters. */
 static void lfuture_settle(lua_State *L, lstate *S, lfut *fu, int futidx, las_state_t st) {
   fu->final = (unsigned char)st;
+  lluafut *lf = (lluafut *)fu;
+  if (lf->hook) {
+    lasync_futhook hook = lf->hook;
+    lf->hook = NULL;
+    hook(L, futidx, (int)st, lf->hookud);
+  }
   int t = lua_getiuservalue(L, futidx, LASYNC_UV_WAITERS);
   if (t == LUA_TNIL) {
     lua_pop(L, 1);
@@ -968,9 +980,24 @@ static int l_sleep(lua_State *L) {
 static int l_future(lua_State *L) {
   lstate *S = getS(L);
   if (!S->loop) return luaL_error(L, "lasync.future: no loop is running (call it inside lasync.run)");
-  lfut *fu = new_box(L, S, sizeof(lfut), 2, K_FUTURE, S->mt_future);
+  lfut *fu = new_box(L, S, sizeof(lluafut), 2, K_FUTURE, S->mt_future);
   fu->run = S->run;
   return 1;
+}
+
+/* Stores the n values on top of the stack (popping them) as a Lua future's result. */
+static void lfuture_store(lua_State *L, lfut *fu, int futidx, int n) {
+  if (n == 1) {
+    lua_setiuservalue(L, futidx, LASYNC_UV_VALUES);
+  } else if (n <= ((lluafut *)fu)->inl) {
+    for (int i = n; i >= 1; i--) lua_setiuservalue(L, futidx, LASYNC_UV_WAITERS + i);
+  } else if (n > 1) {
+    lua_createtable(L, n, 0);
+    lua_insert(L, -n - 1);
+    for (int i = n; i >= 1; i--) lua_rawseti(L, -i - 1, i);
+    lua_setiuservalue(L, futidx, LASYNC_UV_VALUES);
+  }
+  fu->nres = n;
 }
 
 static void check_settable(lua_State *L, lstate *S, lfut *fu, const char *fname) {
@@ -1019,16 +1046,7 @@ static int f_set_result(lua_State *L) {
   check_settable(L, S, fu, "Future.set_result");
   if (fu->kind == K_CFUTURE) return set_cvalues(L, fu, 2);
   check_lua_future_loop(L, S, fu, "Future.set_result");
-  int n = lua_gettop(L) - 1;
-  if (n == 1) {
-    lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
-  } else if (n > 1) {
-    lua_createtable(L, n, 0);
-    lua_insert(L, 2);
-    for (int i = n; i >= 1; i--) lua_rawseti(L, 2, i);
-    lua_setiuservalue(L, 1, LASYNC_UV_VALUES);
-  }
-  fu->nres = n;
+  lfuture_store(L, fu, 1, lua_gettop(L) - 1);
   lfuture_settle(L, S, fu, 1, LAS_DONE);
   return 0;
 }
@@ -1518,9 +1536,36 @@ static void load_embedded(lua_State *L, int mod) {
   }
 }
 
+static int api_newfuture(lua_State *L, int nvalues, lasync_futhook hook, void *ud) {
+  lstate *S = lasync__state(L);
+  if (!S || !S->loop) return -1;
+  int inl = nvalues > 1 && nvalues <= 8 ? nvalues : 0;
+  lluafut *lf = (lluafut *)new_box(L, S, sizeof(lluafut), 2 + inl, K_FUTURE, S->mt_future);
+  lf->inl = inl;
+  lf->base.run = S->run;
+  lf->hook = hook;
+  lf->hookud = ud;
+  return 0;
+}
+
+static int api_settle(lua_State *L, int fut, int n) {
+  fut = lua_absindex(L, fut);
+  lfut *fu = lasync__tofut(L, fut);
+  lstate *S = fu ? fu->S : NULL;
+  if (!fu || fu->kind != K_FUTURE || fu->final != LAS_PENDING || fu->run != S->run || !S->loop) {
+    lua_pop(L, n);
+    return 0;
+  }
+  ((lluafut *)fu)->hook = NULL;
+  lua_checkstack(L, 4);
+  lfuture_store(L, fu, fut, n);
+  lfuture_settle(L, S, fu, fut, LAS_DONE);
+  return 1;
+}
+
 static const lasync_api api_table = {
   LASYNC_API_VERSION, lasync_getloop, las_loop_post, las_loop_hold, las_loop_release,
-  las_loop_uv, las_loop_ref, las_loop_unref, lasync_report_error};
+  las_loop_uv, las_loop_ref, las_loop_unref, lasync_report_error, api_newfuture, api_settle};
 
 int lasync_open(lua_State *L) {
   lstate *S = open_state(L);

@@ -45,7 +45,15 @@ void lasync_report_error(lua_State *L, int idx, const char *what);
  * lasync into the other module would give it a second, unconnected instance, and looking
  * symbols up would require hosts to export theirs. */
 #define LASYNC_API_KEY "lasync.api"
-#define LASYNC_API_VERSION 1
+#define LASYNC_API_VERSION 2
+
+/* A C hook on a Lua future (lasync_api.newfuture): called on the loop thread, once, when the
+ * future finishes by any way other than lasync_api.settle (it was cancelled, or Lua code set
+ * its outcome). `fut` is the future's index in L, `state` the las_state_t it finished in. It
+ * runs synchronously, inside the call
+ * that finished the future: it must not raise, yield or finish other futures. */
+typedef void (*lasync_futhook)(lua_State *L, int fut, int state, void *ud);
+
 typedef struct lasync_api {
   int version;
   las_loop_t *(*getloop)(lua_State *L);
@@ -56,6 +64,15 @@ typedef struct lasync_api {
   void (*ref)(las_loop_t *loop);
   void (*unref)(las_loop_t *loop);
   void (*report)(lua_State *L, int idx, const char *what);
+  /* Version 2. Pushes a new pending Lua Future (as lasync.future()) with room for up to
+   * `nvalues` result values in the future itself (up to 8; more go in a table, as for any
+   * Lua future), and a hook that, if not NULL, tells the C side when the future finishes
+   * without it. Returns 0, or -1 (pushing nothing) when no lasync.run runs in L's state. */
+  int (*newfuture)(lua_State *L, int nvalues, lasync_futhook hook, void *ud);
+  /* Sets the result of the pending Lua Future at `fut` to the n values on top of the stack
+   * and pops them, waking its waiters, without calling its hook. Returns 1, or 0 when the
+   * future had already finished (the values are dropped). Does not raise. */
+  int (*settle)(lua_State *L, int fut, int n);
 } lasync_api;
 
 #ifdef __cplusplus

@@ -43,6 +43,16 @@ typedef struct {
   unsigned run; /* a Lua future's run: lasync.run's serial, as loops may reuse addresses */
 } lfut;
 
+/* A Lua future's box. Futures made through lasync_api.newfuture may have a C hook, and
+ * `inl` more user values after the first two, where a result of 2..inl values is kept
+ * instead of in a table. */
+typedef struct {
+  lfut base;
+  int inl;
+  lasync_futhook hook;
+  void *hookud;
+} lluafut;
+
 typedef struct {
   lfut base;
   lua_State *co;

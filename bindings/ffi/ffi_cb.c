@@ -98,7 +98,7 @@ typedef struct cbslot {
   _Atomic(cbhub *) hub;
   int ct;                       /* the function type */
   int fnref, futref;            /* Lua function (registry ref); one-shots: anchor of the
-                                   done callback, whose upvalue 4 is the future */
+                                   future the call completes */
   int oneshot, held;
   int kill_on_cancel;           /* one-shot: the C side never calls after a cancel */
   lua_Integer gen;              /* bumped on each use, for release tokens */
@@ -331,29 +331,17 @@ static int run_protected(lua_State *L) {
   return 0;
 }
 
-/* Completes a one-shot's future with the callback's arguments. Its done callback (which
- * gives the loop hold back when the future finishes some other way) is taken off first,
- * so completing it wakes the awaiting task and nothing else: no call_soon, no extra Lua
- * call. A future that already finished (was cancelled) has no waiters left to remove,
- * and then the values are dropped: no task is waiting for them. */
+/* Completes a one-shot's future with the callback's arguments, which wakes the awaiting
+ * task and nothing else: settling through the lasync API skips the future's hook, and
+ * there is no done callback, call_soon or Lua call. A future that already finished (it was
+ * cancelled) has no waiters left, and then the values are dropped. */
 static void resolve(lua_State *L, fstate *S, cbslot *s, void **args) {
   ctype *ft = CT(S->db, s->ct);
   anchor_push(L, S, s->futref);
-  lua_getupvalue(L, -1, 4);
   int fut = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_remove);
-  lua_pushvalue(L, fut);
-  lua_pushvalue(L, fut - 1);
-  lua_call(L, 2, 1);
-  int live = lua_tointeger(L, -1) > 0;
-  lua_pop(L, 1);
-  if (live) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_setres);
-    lua_pushvalue(L, fut);
-    for (int i = 0; i < s->nparams; i++) ffi_pushc(L, S, S->db->params[ft->aux + i], args[i], 0);
-    lua_call(L, s->nparams + 1, 0);
-  }
-  lua_settop(L, fut - 2);
+  for (int i = 0; i < s->nparams; i++) ffi_pushc(L, S, S->db->params[ft->aux + i], args[i], 0);
+  api.settle(L, fut, s->nparams);
+  lua_settop(L, fut - 1);
 }
 
 static int resolve_protected(lua_State *L) {
@@ -775,28 +763,13 @@ int ffi_cd_method(lua_State *L, fstate *S, cdata *cd) {
 
 /* ---- awaitables ---- */
 
-/* lasync.future and the Future methods the one-shot paths call are looked up once (from
- * a sample future) and kept in the registry, so arming and completing a one-shot cost no
- * string-keyed look-ups and no Lua wrapper. Called on the loop thread with a loop. */
-static void get_methods(lua_State *L, fstate *S) {
-  if (S->methods_ok) return;
-  static const char *const names[] = { "set_result", "remove_done_callback", "add_done_callback",
-                                       "cancel", "done", "cancelled" };
-  int *refs[] = { &S->ref_setres, &S->ref_remove, &S->ref_addcb, &S->ref_cancel, &S->ref_done,
-                  &S->ref_cancelled };
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "lasync");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "future");
-  lua_pushvalue(L, -1);
-  S->ref_fnew = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_call(L, 0, 1);
-  for (int i = 0; i < 6; i++) {
-    lua_getfield(L, -1, names[i]);
-    *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  lua_pop(L, 2);
-  S->methods_ok = 1;
+/* Future.cancel, looked up once (from a sample future) for `never`. */
+static void get_cancel(lua_State *L, fstate *S) {
+  if (S->ref_cancel != LUA_NOREF) return;
+  api.newfuture(L, 0, NULL, NULL);
+  lua_getfield(L, -1, "cancel");
+  S->ref_cancel = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pop(L, 1);
 }
 
 /* Whether s is still the live one-shot of this state that the token names. */
@@ -808,71 +781,38 @@ static int slot_is(fstate *S, cbslot *s, lua_Integer tok) {
 /* The awaiting side is done with a one-shot (its future finished or was given up): the
  * loop is no longer held for it. With `kill` the C side promised not to call, so the slot
  * is freed; otherwise it stays armed for a late call. */
-static void slot_release(lua_State *L, fstate *S, cbslot *s, lua_Integer tok, int kill) {
-  if (!slot_is(S, s, tok)) return;
+static void slot_release(lua_State *L, fstate *S, cbslot *s, int kill) {
   if (s->held && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
   if (kill && !atomic_load(&s->fired)) slot_kill(L, s);
 }
 
-/* The done callback of an armed one-shot's future, which is also the `never` function
- * ffi.oneshot returns (upvalues: state, slot, token, future; it is what anchors the
- * future while the slot is armed). As a done callback (called with its finished future)
- * it only runs when the future finished before the C side called, since a completion
- * takes it off first: the future was cancelled, so the hold goes, and the slot too when
- * the C side promised never to call after a cancel. Called otherwise, as `never`, the C
- * side will not call: the slot is freed and the future cancelled. */
-static int os_released(lua_State *L) {
-  fstate *S = ffi_state(L);
-  cbslot *s = lua_touserdata(L, lua_upvalueindex(2));
-  lua_Integer tok = lua_tointeger(L, lua_upvalueindex(3));
-  int asdone = lua_gettop(L) == 1 && lua_rawequal(L, 1, lua_upvalueindex(4));
-  if (asdone) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_done);
-    lua_pushvalue(L, 1);
-    lua_call(L, 1, 1);
-    asdone = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
-  if (!asdone) {
-    slot_release(L, S, s, tok, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cancel);
-    lua_pushvalue(L, lua_upvalueindex(4));
-    lua_call(L, 1, 0);
-    return 0;
-  }
-  if (!slot_is(S, s, tok)) return 0;
-  int kill = 0;
-  if (s->kill_on_cancel) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cancelled);
-    lua_pushvalue(L, 1);
-    lua_call(L, 1, 1);
-    kill = lua_toboolean(L, -1);
-  }
-  slot_release(L, S, s, tok, kill);
-  return 0;
+/* The hook of an armed one-shot's future: it finished before the C side called (it was
+ * cancelled, or Lua set it), since a completion settles it without calling the hook. The
+ * hold goes, and the slot too when the C side promised never to call after a cancel. The
+ * slot may have been spent and reused since: it is still this future's only if it is live
+ * and anchors this very future. */
+static void os_hook(lua_State *L, int fut, int state, void *ud) {
+  cbslot *s = ud;
+  cbhub *h = atomic_load(&s->hub);
+  fstate *S = h ? h->S : NULL;
+  if (!S || atomic_load(&s->state) != SL_LIVE || !s->oneshot || s->futref == LUA_NOREF) return;
+  lua_checkstack(L, 3);
+  anchor_push(L, S, s->futref);
+  int mine = lua_rawequal(L, -1, fut);
+  lua_pop(L, 1);
+  if (mine) slot_release(L, S, s, s->kill_on_cancel && state == LAS_CANCELLED);
 }
 
-/* Binds the new one-shot slot s to the future at index fut and holds the loop until the
- * C side calls. The future gets one done callback, a C closure (no Lua function per
- * operation), that gives the hold back if the future finishes first; it is left on the
- * stack. */
-static void arm_future(lua_State *L, fstate *S, cbslot *s, int fut, las_loop_t *loop,
-                       int kill_on_cancel) {
+/* Makes the future that one-shot slot s completes, anchored while the slot is armed, and
+ * holds the loop until the C side calls. Leaves the future on the stack. */
+static void arm_future(lua_State *L, fstate *S, cbslot *s, las_loop_t *loop, int kill_on_cancel) {
   s->oneshot = 1;
   s->kill_on_cancel = kill_on_cancel;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_addcb);
-  lua_pushvalue(L, fut);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushlightuserdata(L, s);
-  lua_pushinteger(L, s->gen);
-  lua_pushvalue(L, fut);
-  lua_pushcclosure(L, os_released, 4);
+  api.newfuture(L, s->nparams, os_hook, s);
   lua_pushvalue(L, -1);
   s->futref = anchor_put(L, S);
   api.hold(loop);
   s->held = 1;
-  lua_call(L, 2, 0);
-  anchor_push(L, S, s->futref);  /* the done callback, left on the stack for ffi.oneshot */
 }
 
 /* start(cfunc, cbindex, kill_on_cancel, args...): makes a future, arms a one-shot slot
@@ -889,15 +829,11 @@ static int aw_start(lua_State *L) {
   int pt = S->db->params[c->aux + cbi];
   las_loop_t *loop = hub_bind(L, S);
   if (!loop) return luaL_error(L, "ffi.awaitable: no running lasync loop (call it inside lasync.run)");
-  get_methods(L, S);
   int nargs = lua_gettop(L) - 3 + 1;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_fnew);
-  lua_call(L, 0, 1);
-  int fut = lua_gettop(L);
   cbslot *s;
   slot_new(L, S, CT(S->db, pt)->base, "ffi.awaitable", &s);
-  arm_future(L, S, s, fut, loop, kill_on_cancel);
-  lua_pop(L, 1);
+  arm_future(L, S, s, loop, kill_on_cancel);
+  int fut = lua_gettop(L);
   lua_pushvalue(L, 1);
   for (int i = 0, j = 4; i < nargs; i++) {
     if (i == cbi) lua_pushlightuserdata(L, s->code);
@@ -916,6 +852,19 @@ static int aw_start(lua_State *L) {
   return 4;
 }
 
+/* `never`, as ffi.oneshot returns it (upvalues: state, slot, token, future): the C side
+ * will not call, so the slot is freed and the future cancelled. Harmless once the call came
+ * or `never` ran before. */
+static int os_never(lua_State *L) {
+  fstate *S = ffi_state(L);
+  cbslot *s = lua_touserdata(L, lua_upvalueindex(2));
+  if (slot_is(S, s, lua_tointeger(L, lua_upvalueindex(3)))) slot_release(L, S, s, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cancel);
+  lua_pushvalue(L, lua_upvalueindex(4));
+  lua_call(L, 1, 0);
+  return 0;
+}
+
 /* ffi.oneshot(ct): a one-shot callback of function-pointer type ct, for APIs that take
  * their callback inside a struct (a sigevent) rather than as a parameter. Returns the
  * function pointer, the future its call completes and `never`. */
@@ -927,17 +876,19 @@ static int os_new(lua_State *L) {
     return luaL_error(L, "ffi.oneshot: function pointer type expected");
   las_loop_t *loop = hub_bind(L, S);
   if (!loop) return luaL_error(L, "ffi.oneshot: no running lasync loop (call it inside lasync.run)");
-  get_methods(L, S);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_fnew);
-  lua_call(L, 0, 1);
-  int fut = lua_gettop(L);
+  get_cancel(L, S);
   cbslot *s;
   slot_new(L, S, c->base, "ffi.oneshot", &s);
-  arm_future(L, S, s, fut, loop, 0);
+  arm_future(L, S, s, loop, 0);
+  int fut = lua_gettop(L);
   cdata *cd = ffi_newcdata(L, S, ct_unqual(S->db, ct), sizeof(void *));
   *(void **)cd->p = s->code;
   lua_pushvalue(L, fut);
-  lua_pushvalue(L, -3);  /* `never` is the future's done callback */
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, s);
+  lua_pushinteger(L, s->gen);
+  lua_pushvalue(L, fut);
+  lua_pushcclosure(L, os_never, 4);
   return 3;
 }
 
@@ -947,7 +898,7 @@ static int aw_release(lua_State *L) {
   fstate *S = ffi_state(L);
   cbslot *s = lua_touserdata(L, 1);
   lua_Integer tok = luaL_checkinteger(L, 2);
-  slot_release(L, S, s, tok, lua_toboolean(L, 3));
+  if (slot_is(S, s, tok)) slot_release(L, S, s, lua_toboolean(L, 3));
   return 0;
 }
 
@@ -981,14 +932,8 @@ static int after_protected(lua_State *L) {
   fstate *S = j->S;
   lua_rawgeti(L, LUA_REGISTRYINDEX, j->futref);
   int fut = lua_gettop(L);
-  lua_getfield(L, fut, "done");
-  lua_pushvalue(L, fut);
-  lua_call(L, 1, 1);
-  if (lua_toboolean(L, -1)) return 0;
-  lua_getfield(L, fut, "set_result");
-  lua_pushvalue(L, fut);
   ctype *rc = CT(S->db, j->rt);
-  if (rc->kind == CT_VOID) { lua_call(L, 1, 0); return 0; }
+  if (rc->kind == CT_VOID) { api.settle(L, fut, 0); return 0; }
   if (ct_isint(rc) && rc->size < sizeof(ffi_arg)) {
     int64_t v = (rc->flags & CTF_UNSIGNED) || rc->kind == CT_BOOL ? (int64_t)(ffi_arg)j->rbuf[0].i : (int64_t)(ffi_sarg)j->rbuf[0].i;
     memcpy(j->rbuf, &v, 8);  /* little-endian: the low bytes are the value */
@@ -997,7 +942,7 @@ static int after_protected(lua_State *L) {
     cdata *cd = ffi_newcdata(L, S, ct_unqual(S->db, j->rt), rc->size);
     memcpy(cd->p, j->rv, rc->size);
   } else ffi_pushc(L, S, j->rt, j->rv, 0);
-  lua_call(L, 2, 0);
+  api.settle(L, fut, 1);  /* dropped if the awaiting side gave up */
   return 0;
 }
 
@@ -1230,6 +1175,7 @@ void ffi_cb_open(lua_State *L, fstate *S) {
   S->ref_temps = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   S->ref_anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  S->ref_cancel = LUA_NOREF;
 }
 
 /* The state is closing: from now on foreign threads get ST_CLOSED; closures stay valid

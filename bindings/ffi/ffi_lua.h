@@ -48,9 +48,7 @@ typedef struct fstate {
   int ref_cbL;
   int ref_temps, ntemps;        /* callbacks made for the arguments of running calls */
   long seq;                     /* numbers the outermost bridge calls */
-  /* lasync.future and the Future methods the one-shot paths call, looked up once */
-  int methods_ok;
-  int ref_fnew, ref_setres, ref_remove, ref_addcb, ref_cancel, ref_done, ref_cancelled;
+  int ref_cancel;                /* Future.cancel, looked up once, for `never` */
   int ref_anchors, anext, nafree, capafree;  /* one-shot anchors: table slots, C free list */
   int *afree;
 } fstate;

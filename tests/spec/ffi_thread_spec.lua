@@ -141,6 +141,37 @@ describe("ffi threads", function()
     assert.has_error(function() ffi.oneshot("int") end, "ffi.oneshot: function pointer type expected")
   end))
 
+  it("keeps a one-shot's values in its future: await and result() give them all", async(function()
+    local p, fut = ffi.oneshot("fx_done_cb")
+    assert.equal(0, C.fx_start_sync(7, p, nil))
+    local ud, v, msg = fut:await()
+    assert.same({ true, 7, "sync" }, { ud == nil, v, ffi.string(msg) })
+    local r = table.pack(fut:result())
+    assert.same({ n = 3, 7, "sync" }, { n = r.n, r[2], ffi.string(r[3]) })
+    local q, one = ffi.oneshot("void (*)(int)")
+    C.fx_call_n(q, 1)
+    assert.same({ 0 }, { one:await() })
+  end))
+
+  it("frees a one-shot when `never` comes after its future was cancelled", async(function()
+    local p, fut, never = ffi.oneshot("void (*)(int)")
+    fut:cancel()
+    never(fut)  -- also when handed the future, as to a done callback
+    local ok, e = pcall(C.fx_call_n, p, 1)  -- a callback error inside a bridge call raises there
+    assert.is_false(ok)
+    assert.matches("called after it was freed", tostring(e), 1, true)
+  end))
+
+  it("lets the loop go once Lua finishes a one-shot's future itself", function()
+    local t0 = os.clock()
+    lasync.run(function()
+      local _, fut = ffi.oneshot("void (*)(int)")
+      fut:set_result("from Lua")
+      assert.equal("from Lua", fut:await())
+    end)
+    assert.is_true(os.clock() - t0 < 1)
+  end)
+
   it("runs blocking C functions on the thread pool while other tasks tick", async(function()
     local ticks = 0
     local ticker = lasync.spawn(function() while true do ticks = ticks + 1; lasync.sleep(0.005) end end)
