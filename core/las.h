@@ -54,7 +54,11 @@ int las_loop_new(las_loop_t **out, uv_loop_t *uv);
 /* Closes a loop that has no live work and drops the creator's reference. Returns LAS_EBUSY
  * and changes nothing while ready callbacks, timers, tasks or holds remain, or (on a
  * private uv loop) the user's libuv handles or requests; LAS_ERUNNING while it runs or from
- * inside one of its callbacks. A clean close leaves the private uv_loop_close at 0. */
+ * inside one of its callbacks. A clean close leaves the private uv_loop_close at 0. On an
+ * adopted uv loop (which the host may be running right now) lasync's handles are closed
+ * but not waited for: they finish in the host's next uv_run iteration, as libuv's own
+ * uv_close does, so run the uv loop once more before uv_loop_close. The same holds for
+ * las_loop_destroy. */
 int las_loop_close(las_loop_t *loop);
 /* Closes a loop whatever it holds: pending callbacks and timers are dropped without being
  * called, queued posts get LAS_ECANCELED. Drops the creator's reference. Accepts NULL. Not

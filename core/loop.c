@@ -441,8 +441,18 @@ static void on_handle_closed(uv_handle_t *h) {
   loop->handles_open--;
 }
 
+/* On an adopted uv loop each closing handle holds a reference to the loop's memory. */
+static void on_adopted_closed(uv_handle_t *h) {
+  las_loop_t *loop = h->data;
+  loop->handles_open--;
+  las_loop_unref(loop);
+}
+
 /* Closing is a state: posts are refused from here on, queued posts are told, callbacks and
- * timers are dropped unrun, and the libuv handles are closed and waited for. The memory
+ * timers are dropped unrun, and the libuv handles are closed: on a private uv loop they are
+ * waited for; on an adopted one the host runs its loop, possibly around this very call (it
+ * may come from one of the host's callbacks), so it is never run here: the handles finish
+ * closing in the host's next iteration, each keeping the memory until then. The memory
  * itself goes with the last reference. */
 static void do_close(las_loop_t *loop) {
   uv_mutex_lock(&loop->mu);
@@ -471,12 +481,18 @@ static void do_close(las_loop_t *loop) {
     las__entry_drop(&e);
   }
   while (loop->nheap > 0) las_timer_stop(loop->heap[0]);
-  uv_close((uv_handle_t *)&loop->check, on_handle_closed);
-  uv_close((uv_handle_t *)&loop->idle, on_handle_closed);
-  uv_close((uv_handle_t *)&loop->wake, on_handle_closed);
-  uv_close((uv_handle_t *)&loop->async, on_handle_closed);
+  uv_close_cb done = on_handle_closed;
+  if (!loop->owns_uv) {
+    atomic_fetch_add_explicit(&loop->refs, loop->handles_open, memory_order_relaxed);
+    done = on_adopted_closed;
+  }
+  uv_close((uv_handle_t *)&loop->check, done);
+  uv_close((uv_handle_t *)&loop->idle, done);
+  uv_close((uv_handle_t *)&loop->wake, done);
+  uv_close((uv_handle_t *)&loop->async, done);
+  if (!loop->owns_uv) return;
   while (loop->handles_open > 0) uv_run(loop->uv, UV_RUN_NOWAIT);
-  if (loop->owns_uv) uv_loop_close(loop->uv);
+  uv_loop_close(loop->uv);
 }
 
 /* Counts the open handles on a private uv loop that are not the loop's own: the user's

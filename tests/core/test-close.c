@@ -287,8 +287,47 @@ static void test_adopted(void) {
   ASSERT_OK(las_loop_new(&loop, &uv));
   ASSERT_OK(las_call_soon(loop, count_cb, NULL, NULL));
   las_loop_destroy(loop);
+  ASSERT_EQ(uv_run(&uv, UV_RUN_NOWAIT), 0);  /* the close callbacks of lasync's handles */
   ASSERT_EQ(uv_loop_close(&uv), 0);
   ASSERT_EQ(calls, 3);
+}
+
+/* The host may close lasync from one of its own callbacks, inside its uv_run: lasync must
+ * not run the host's loop there. The host's other handles stay untouched, and its uv_run
+ * finishes closing lasync's handles (ASan checks the memory goes with them). */
+static int host_ticks;
+static void host_close_cb(uv_timer_t *t) {
+  las_loop_t *loop = t->data;
+  int ticks = host_ticks;
+  ASSERT_OK(las_loop_close(loop));
+  ASSERT_EQ(host_ticks, ticks); /* the host's idle handle did not run inside the close */
+  uv_close((uv_handle_t *)t, NULL);
+}
+static void host_idle_cb(uv_idle_t *i) {
+  (void)i;
+  host_ticks++;
+}
+static void test_adopted_close_inside_host_callback(void) {
+  uv_loop_t uv;
+  ASSERT_EQ(uv_loop_init(&uv), 0);
+  las_loop_t *loop = NULL;
+  ASSERT_OK(las_loop_new(&loop, &uv));
+  calls = 0;
+  ASSERT_OK(las_call_soon(loop, count_cb, NULL, NULL));
+  uv_timer_t timer;
+  uv_timer_init(&uv, &timer);
+  timer.data = loop;
+  uv_timer_start(&timer, host_close_cb, 2, 0);
+  uv_idle_t idle;
+  uv_idle_init(&uv, &idle);
+  host_ticks = 0;
+  uv_idle_start(&idle, host_idle_cb);
+  uv_unref((uv_handle_t *)&idle);
+  ASSERT_EQ(uv_run(&uv, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(calls, 1);
+  uv_close((uv_handle_t *)&idle, NULL);
+  ASSERT_EQ(uv_run(&uv, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(uv_loop_close(&uv), 0);
 }
 
 int main(int argc, char **argv) {
@@ -303,6 +342,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_destroy_live_work);
   RUN_TEST(test_destroy_simple);
   RUN_TEST(test_adopted);
+  RUN_TEST(test_adopted_close_inside_host_callback);
   /* Last, because they fail: see the comments on each. */
   RUN_TEST(test_busy_request);
   RUN_TEST(test_close_inside_callback);
