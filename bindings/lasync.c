@@ -1496,6 +1496,7 @@ static lstate *open_state(lua_State *L) {
   S->strtb = luaL_ref(L, LUA_REGISTRYINDEX);
   S->handler = LUA_NOREF;
   S->loopbox = LUA_NOREF;
+  S->attached = LUA_NOREF;
   S->slow = 0.1;
   S->shutdown = 5;
   lua_pushcfunction(L, tb_handler);

@@ -10,6 +10,8 @@
  *   las_future_hold_loop(f);          -- a worker thread will finish it
  *   lasync_pushfuture(L, f);          -- the script awaits it
  *   hand f to a worker, which calls las_future_post_values(f, vals, n) (consumes its ref)
+ * A host that runs its own uv loop calls lasync_attach(L, uv) instead, and scripts spawn
+ * tasks that its uv_run drives (see lasync_detach for the way out).
  */
 #ifndef LASYNC_H
 #define LASYNC_H
@@ -35,6 +37,22 @@ lua_State *lasync_loopstate(las_loop_t *loop);
 void lasync_pushfuture(lua_State *L, las_future_t *f);
 /* The C future behind the Future or Task at idx, or NULL. Borrowed. */
 las_future_t *lasync_tofuture(lua_State *L, int idx);
+
+/* Runs lasync in L's state on a libuv loop the host drives itself: after lasync_attach,
+ * Lua code in L can spawn tasks, sleep, make and await futures, as inside lasync.run (there
+ * is no main task), and they make progress while the host runs uv_run on `uv`. Call it on
+ * the loop thread, not inside lasync.run. Returns 0; LAS_ERUNNING if a loop already runs
+ * in L's state; LAS_EINVAL if lasync is not open in L or uv is NULL; LAS_ENOMEM. */
+int lasync_attach(lua_State *L, uv_loop_t *uv);
+/* Detaches from the host's loop. While tasks are pending it cancels them (once each) and
+ * returns LAS_EBUSY: keep running the uv loop so they can clean up, and call again. With
+ * `force`, tasks still pending are reported ("destroyed but it is pending") and dropped
+ * instead. Once no task is left, errors nobody retrieved are reported, callbacks and
+ * timers still queued are dropped unrun (as lasync.run drops them at its end), and 0 is
+ * returned: lasync's handles finish closing in the host's next uv_run iteration (run it
+ * once more before uv_loop_close). LAS_ERUNNING from inside a task or one of lasync's
+ * callbacks; LAS_EINVAL if L's state is not attached. */
+int lasync_detach(lua_State *L, int force);
 
 /* Hands the error value at idx to the running loop's exception handler (stderr by default),
  * never dropping it; `what` says where it came from (e.g. "ffi callback"). Pops nothing. */

@@ -83,7 +83,9 @@ struct lstate {
   bool debug;
   double slow;
   double shutdown; /* seconds lasync.run waits for cancelled leftovers (loop.shutdown_timeout) */
-  unsigned run;       /* serial of the current lasync.run */
+  unsigned run;       /* serial of the current lasync.run (or attachment) */
+  int attached;       /* registry ref of the thread tasks are resumed from while attached to
+                         a host's loop (lasync_attach), or LUA_NOREF */
   /* Anchor slots: indices into the anchors table, recycled through a C free list (cheaper
    * than luaL_ref's free list kept in the table itself). Reset with the table each run. */
   int *freeslots, nfree, capfree, nextslot;

@@ -438,6 +438,20 @@ static void noop_cb(void *a, void *b) {
   (void)b;
 }
 
+/* Cancels every pending task that is not being cancelled already. */
+static void cancel_pending(lua_State *L, lstate *S) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lfut *fu = lasync__tofut(L, -1);
+    if (fu && fu->kind == K_TASK && FSTATE(fu) == LAS_PENDING &&
+        las_task_cancelling((las_task_t *)fu->f) == 0)
+      las_task_cancel((las_task_t *)fu->f);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 /* Cancels every task still pending (once each) and runs the loop until they finish, nothing
  * can make progress, or loop.shutdown_timeout passes: a task that ignores its cancellation
  * (polling with bare yields, or swallowing CancelledError) must not hang lasync.run. A guard
@@ -448,16 +462,7 @@ static void cancel_leftovers(lua_State *L, lstate *S) {
   double deadline = las_loop_time(loop) + S->shutdown;
   las_timer_t *guard = las_timer_new(loop);
   while (las_loop_task_count(loop) > 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lfut *fu = lasync__tofut(L, -1);
-      if (fu && fu->kind == K_TASK && FSTATE(fu) == LAS_PENDING &&
-          las_task_cancelling((las_task_t *)fu->f) == 0)
-        las_task_cancel((las_task_t *)fu->f);
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
+    cancel_pending(L, S);
     /* Nothing but the guard could wake a task (they wait on futures nobody will complete):
      * stop here rather than sit out the deadline. */
     las_timer_stop(guard);
@@ -487,33 +492,51 @@ static void report_stuck(lua_State *L, lstate *S) {
   lua_pop(L, 1);
 }
 
+/* Pushes a Loop object (whose __close/__gc tears it all down) and makes a new loop on uv
+ * (NULL: a private one) the state's loop, with tasks resumed from runL. Everything that
+ * may raise comes before the loop exists, so nothing leaks. Returns 0 or the error of
+ * las_loop_new (then the state is as it was and the Loop object is a dead one). */
+static int begin_loop(lua_State *L, lstate *S, uv_loop_t *uv, lua_State *runL) {
+  lloop *lb = lua_newuserdatauv(L, sizeof *lb, 0);
+  lb->loop = NULL;
+  lb->S = S;
+  luaL_setmetatable(L, "lasync.Loop");
+  lua_pushvalue(L, -1);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lasync__reset_anchors(L, S);
+  las_loop_t *loop;
+  int rc = las_loop_new(&loop, uv);
+  if (rc) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return rc;
+  }
+  lb->loop = loop;
+  S->loop = loop;
+  S->loopbox = ref;
+  S->runL = runL;
+  S->run++;
+  las_loop_set_data(loop, S);
+  las_loop_set_cancel_hook(loop, lasync__cancel_hook);
+  const char *dbg = getenv("LASYNC_DEBUG");
+  S->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+  apply_debug(S, S->slow);
+  return 0;
+}
+
 int lasync__run(lua_State *L) {
   lstate *S = getS(L);
   lasync__check_callable(L, 1, "lasync.run");
   if (S->loop)
-    return luaL_error(L, "lasync.run: a loop is already running in this Lua state (await the "
-                         "function, or spawn it, instead of nesting run)");
+    return luaL_error(L, S->attached != LUA_NOREF
+                             ? "lasync.run: this Lua state is attached to its host's loop "
+                               "(lasync_attach): spawn the function instead"
+                             : "lasync.run: a loop is already running in this Lua state (await "
+                               "the function, or spawn it, instead of nesting run)");
   int nargs = lua_gettop(L) - 1;
-  las_loop_t *loop;
-  int rc = las_loop_new(&loop, NULL);
+  int rc = begin_loop(L, S, NULL, L);
   if (rc) return luaL_error(L, "lasync.run: %s", las_strerror(rc));
-  lloop *lb = lua_newuserdatauv(L, sizeof *lb, 0);
-  lb->loop = loop;
-  lb->S = S;
-  luaL_setmetatable(L, "lasync.Loop");
-  int boxidx = lua_gettop(L);
-  S->loop = loop;
-  S->runL = L;
-  S->run++;
-  las_loop_set_data(loop, S);
-  las_loop_set_cancel_hook(loop, lasync__cancel_hook);
-  lua_pushvalue(L, boxidx);
-  S->loopbox = luaL_ref(L, LUA_REGISTRYINDEX);
-  lasync__reset_anchors(L, S);
-  const char *dbg = getenv("LASYNC_DEBUG");
-  S->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
-  apply_debug(S, S->slow);
-  lua_toclose(L, boxidx);
+  las_loop_t *loop = S->loop;
+  lua_toclose(L, lua_gettop(L));
 
   ltask *main = lasync__spawn_main(L, S, 1, nargs);
   int mainidx = lua_gettop(L);
@@ -535,6 +558,69 @@ int lasync__run(lua_State *L) {
   if (deadlock) return lua_error(L);
   lua_settop(L, mainidx);
   return lasync__push_outcome(L, S, &main->base, mainidx);
+}
+
+/* ------------------------------------------------------------------- a host's own loop */
+
+static int attach_protected(lua_State *L) {
+  lstate *S = lua_touserdata(L, 1);
+  lua_State *runL = lua_newthread(L);
+  lua_pushvalue(L, -1);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  int rc = begin_loop(L, S, lua_touserdata(L, 2), runL);
+  if (rc) luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  else S->attached = ref;
+  lua_pushinteger(L, rc);
+  return 1;
+}
+
+int lasync_attach(lua_State *L, uv_loop_t *uv) {
+  lstate *S = lasync__state(L);
+  if (!S || !uv) return LAS_EINVAL;
+  if (S->loop) return LAS_ERUNNING;
+  if (!lua_checkstack(L, 4)) return LAS_ENOMEM;
+  lua_pushcfunction(L, attach_protected);
+  lua_pushlightuserdata(L, S);
+  lua_pushlightuserdata(L, uv);
+  int rc = lua_pcall(L, 2, 1, 0) == LUA_OK ? (int)lua_tointeger(L, -1) : LAS_ENOMEM;
+  lua_pop(L, 1);
+  return rc;
+}
+
+static int detach_protected(lua_State *L) {
+  lstate *S = lua_touserdata(L, 1);
+  int force = lua_toboolean(L, 2);
+  if (las_loop_task_count(S->loop) > 0 && !force) {
+    cancel_pending(L, S);
+    if (las_loop_task_count(S->loop) > 0) {
+      lua_pushinteger(L, LAS_EBUSY);
+      return 1;
+    }
+  }
+  report_stuck(L, S);
+  lasync__drain_unretrieved(L, S);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->loopbox);
+  lua_pushcfunction(L, loop_close);
+  lua_insert(L, -2);
+  lua_call(L, 1, 0);
+  luaL_unref(L, LUA_REGISTRYINDEX, S->attached);
+  S->attached = LUA_NOREF;
+  S->runL = NULL;
+  lua_pushinteger(L, 0);
+  return 1;
+}
+
+int lasync_detach(lua_State *L, int force) {
+  lstate *S = lasync__state(L);
+  if (!S || S->attached == LUA_NOREF || !S->loop) return LAS_EINVAL;
+  if (S->current || las_loop_in_callback(S->loop)) return LAS_ERUNNING;
+  if (!lua_checkstack(L, 4)) return LAS_ENOMEM;
+  lua_pushcfunction(L, detach_protected);
+  lua_pushlightuserdata(L, S);
+  lua_pushboolean(L, force);
+  int rc = lua_pcall(L, 2, 1, 0) == LUA_OK ? (int)lua_tointeger(L, -1) : LAS_ENOMEM;
+  lua_pop(L, 1);
+  return rc;
 }
 
 static const luaL_Reg loop_methods[] = {

@@ -226,6 +226,8 @@ int las_task_suspended(const las_task_t *t);
 las_task_t *las_loop_current_task(las_loop_t *loop);
 /* Number of tasks that are not done yet. */
 size_t las_loop_task_count(las_loop_t *loop);
+/* Nonzero inside las_loop_run or one of the loop's callbacks (where it cannot be closed). */
+int las_loop_in_callback(las_loop_t *loop);
 
 #ifdef __cplusplus
 }

@@ -383,6 +383,7 @@ void *las_loop_get_data(las_loop_t *loop) { return loop->data; }
 size_t las_loop_ready_count(las_loop_t *loop) { return loop->ready.count; }
 size_t las_loop_timer_count(las_loop_t *loop) { return loop->nheap; }
 size_t las_loop_task_count(las_loop_t *loop) { return loop->ntasks; }
+int las_loop_in_callback(las_loop_t *loop) { return loop->running || loop->in_pass; }
 las_task_t *las_loop_current_task(las_loop_t *loop) { return loop->current; }
 
 void las_loop_hold(las_loop_t *loop) {

@@ -1,0 +1,184 @@
+/* test-attach.c - lasync on a libuv loop the host runs itself (lasync_attach/lasync_detach):
+ * tasks, timers and C futures resolved from threads make progress inside the host's uv_run
+ * next to the host's own handles; detaching cancels what is left and lets the cleanup run;
+ * misuse gets an error code. Runs under the sanitizers with the rest of the suite. */
+#include "lasync.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(x) do { if (!(x)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #x); abort(); } } while (0)
+
+static void *resolver(void *arg) {
+  las_future_t *f = arg;
+  las_value_t v[2] = {{.type = LAS_VSTR, .u.s = {"from a thread", 13}}, {.type = LAS_VINT, .u.i = 42}};
+  CHECK(las_future_post_values(f, v, 2) == 0);
+  return NULL;
+}
+
+/* host.threaded() -> a C future a thread resolves with two values. */
+static int l_threaded(lua_State *L) {
+  las_future_t *f = las_future_new(lasync_getloop(L));
+  CHECK(f);
+  las_future_hold_loop(f);
+  lasync_pushfuture(L, f);
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, resolver, f) == 0);
+  pthread_detach(th);
+  return 1;
+}
+
+/* host.detach() -> what lasync_detach says when a script calls it (from a task, say). */
+static int l_detach(lua_State *L) {
+  lua_pushinteger(L, lasync_detach(L, 0));
+  return 1;
+}
+
+static lua_State *new_state(void) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  luaL_requiref(L, "lasync", lasync_open, 0);
+  lua_pop(L, 1);
+  static const luaL_Reg host[] = {{"threaded", l_threaded}, {"detach", l_detach}, {NULL, NULL}};
+  luaL_newlib(L, host);
+  lua_setglobal(L, "host");
+  return L;
+}
+
+static void run(lua_State *L, const char *code) {
+  if (luaL_dostring(L, code) != LUA_OK) {
+    fprintf(stderr, "script failed: %s\n", lua_tostring(L, -1));
+    abort();
+  }
+}
+
+static lua_Integer global_int(lua_State *L, const char *name) {
+  lua_getglobal(L, name);
+  lua_Integer v = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *global_str(lua_State *L, const char *name) {
+  lua_getglobal(L, name);
+  const char *s = lua_tostring(L, -1); /* kept alive by the global */
+  lua_pop(L, 1);
+  return s ? s : "(nil)";
+}
+
+/* The host's own handle: a timer ticking every millisecond until it has seen `stop_at`. */
+static int ticks;
+static void tick_cb(uv_timer_t *t) {
+  lua_State *L = t->data;
+  ticks++;
+  if (global_int(L, "finished") == 2) uv_timer_stop(t);
+}
+
+/* Detaches, running the host's loop while the cancelled tasks clean up. */
+static void detach_all(lua_State *L, uv_loop_t *uv) {
+  int rc, rounds = 0;
+  while ((rc = lasync_detach(L, 0)) == LAS_EBUSY) {
+    uv_run(uv, UV_RUN_ONCE);
+    CHECK(++rounds < 10000);
+  }
+  CHECK(rc == 0);
+}
+
+int main(void) {
+  uv_loop_t uv;
+  CHECK(uv_loop_init(&uv) == 0);
+  lua_State *L = new_state();
+  CHECK(lasync_attach(L, NULL) == LAS_EINVAL);
+  CHECK(lasync_detach(L, 0) == LAS_EINVAL); /* not attached */
+  CHECK(lasync_attach(L, &uv) == 0);
+  CHECK(lasync_attach(L, &uv) == LAS_ERUNNING);
+  CHECK(lasync_getloop(L) != NULL);
+
+  /* Tasks spawned from a script the host runs make progress in the host's uv_run, next to
+   * the host's timer: a C future from a thread, sleeps, call_later. */
+  run(L, "local lasync = require 'lasync'\n"
+         "finished, order = 0, ''\n"
+         "lasync.get_loop():set_exception_handler(function(_, ctx)\n"
+         "  reported = (reported or '') .. tostring(ctx.error or ctx.message) .. ';'\n"
+         "end)\n"
+         "lasync.spawn(function()\n"
+         "  local s, n = host.threaded():await()\n"
+         "  got = s .. ' ' .. n\n"
+         "  finished = finished + 1\n"
+         "end)\n"
+         "lasync.spawn(function()\n"
+         "  lasync.sleep(0.01)\n"
+         "  local f = lasync.future()\n"
+         "  lasync.get_loop():call_later(0.005, function() order = order .. 'later;'; f:set_result('timer') end)\n"
+         "  local v = f:await()\n"
+         "  order = order .. v .. ';'\n"
+         "  finished = finished + 1\n"
+         "end)\n"
+         "local ok, e = pcall(lasync.run, function() end)\n"
+         "assert(not ok and e:find('attached to its host', 1, true), e)\n");
+  uv_timer_t timer;
+  uv_timer_init(&uv, &timer);
+  timer.data = L;
+  uv_timer_start(&timer, tick_cb, 1, 1);
+  CHECK(uv_run(&uv, UV_RUN_DEFAULT) == 0);
+  CHECK(global_int(L, "finished") == 2);
+  CHECK(strcmp(global_str(L, "got"), "from a thread 42") == 0);
+  CHECK(strcmp(global_str(L, "order"), "later;timer;") == 0);
+  CHECK(ticks >= 10); /* the host's handle ran all along */
+
+  /* Detaching cancels what is left; the cleanup (which awaits) runs in the host's loop. An
+   * error nobody retrieved is reported on the way out; detach refuses inside a task. */
+  run(L, "local lasync = require 'lasync'\n"
+         "lasync.spawn(function()\n"
+         "  local guard <close> = setmetatable({}, { __close = function()\n"
+         "    lasync.sleep(0.002)\n"
+         "    cleaned = 'yes'\n"
+         "  end })\n"
+         "  lasync.future():await()\n"
+         "end)\n"
+         "lasync.spawn(function() error('nobody awaits me') end)\n"
+         "inside = lasync.spawn(function() return host.detach() end)\n");
+  uv_run(&uv, UV_RUN_NOWAIT);
+  run(L, "assert(inside:done()); inside_rc = inside:result()");
+  CHECK(global_int(L, "inside_rc") == LAS_ERUNNING);
+  detach_all(L, &uv);
+  CHECK(strcmp(global_str(L, "cleaned"), "yes") == 0);
+  CHECK(strstr(global_str(L, "reported"), "nobody awaits me") != NULL);
+  CHECK(lasync_getloop(L) == NULL);
+  CHECK(lasync_detach(L, 0) == LAS_EINVAL);
+  run(L, "assert(not pcall(require('lasync').spawn, print))");
+
+  /* Attach again: a task that ignores its cancellation keeps detach busy; force drops it
+   * and reports it. */
+  CHECK(lasync_attach(L, &uv) == 0);
+  run(L, "local lasync = require 'lasync'\n"
+         "reported = ''\n"
+         "lasync.get_loop():set_exception_handler(function(_, ctx)\n"
+         "  reported = reported .. tostring(ctx.error or ctx.message) .. ';'\n"
+         "end)\n"
+         "lasync.spawn(function() while true do pcall(lasync.sleep, 0.001) end end)\n");
+  uv_run(&uv, UV_RUN_NOWAIT); /* the task starts */
+  for (int i = 0; i < 5; i++) {
+    CHECK(lasync_detach(L, 0) == LAS_EBUSY);
+    uv_run(&uv, UV_RUN_ONCE);
+  }
+  CHECK(lasync_detach(L, 1) == 0);
+  CHECK(strstr(global_str(L, "reported"), "destroyed but it is pending") != NULL);
+
+  /* lua_close while attached, with work pending, leaves the host's loop closable. */
+  CHECK(lasync_attach(L, &uv) == 0);
+  run(L, "local lasync = require 'lasync'\n"
+         "lasync.spawn(function() lasync.sleep(60) end)\n"
+         "lasync.get_loop():call_later(60, print)\n");
+  uv_run(&uv, UV_RUN_NOWAIT);
+  lua_close(L);
+  uv_close((uv_handle_t *)&timer, NULL);
+  CHECK(uv_run(&uv, UV_RUN_DEFAULT) == 0);
+  CHECK(uv_loop_close(&uv) == 0);
+  printf("ok\n");
+  return 0;
+}
