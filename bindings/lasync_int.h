@@ -86,6 +86,7 @@ struct lstate {
   unsigned run;       /* serial of the current lasync.run (or attachment) */
   int attached;       /* registry ref of the thread tasks are resumed from while attached to
                          a host's loop (lasync_attach), or LUA_NOREF */
+  bool detaching;     /* inside lasync_detach (an exception handler may call it again) */
   /* Anchor slots: indices into the anchors table, recycled through a C free list (cheaper
    * than luaL_ref's free list kept in the table itself). Reset with the table each run. */
   int *freeslots, nfree, capfree, nextslot;

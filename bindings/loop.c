@@ -395,8 +395,10 @@ int lasync__get_loop(lua_State *L) {
 }
 
 /* Tears down whatever a run leaves: the loop (forcibly, if work remains), the anchors of
- * every object C was holding for it, the handler. Idempotent: it is the loop's __close and
- * __gc, so an error anywhere in lasync.run still ends here. */
+ * every object C was holding for it, the handler. Idempotent: it is the __close of the
+ * guard lasync.run keeps, and the Loop object's __gc (for lua_close while attached), so an
+ * error anywhere in lasync.run still ends here. Scripts never reach it: the Loop object
+ * they get has no __close and hides its metatable. */
 static int loop_close(lua_State *L) {
   lloop *lb = luaL_checkudata(L, 1, "lasync.Loop");
   lstate *S = lb->S;
@@ -427,6 +429,12 @@ static int loop_close(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------------------ lasync.run */
+
+static int guard_close(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  lua_replace(L, 1);
+  return loop_close(L);
+}
 
 static void stop_cb(void *a, void *b) {
   (void)b;
@@ -526,6 +534,7 @@ static int begin_loop(lua_State *L, lstate *S, uv_loop_t *uv, lua_State *runL) {
 int lasync__run(lua_State *L) {
   lstate *S = getS(L);
   lasync__check_callable(L, 1, "lasync.run");
+  luaL_checkstack(L, 8, "lasync.run");
   if (S->loop)
     return luaL_error(L, S->attached != LUA_NOREF
                              ? "lasync.run: this Lua state is attached to its host's loop "
@@ -536,6 +545,10 @@ int lasync__run(lua_State *L) {
   int rc = begin_loop(L, S, NULL, L);
   if (rc) return luaL_error(L, "lasync.run: %s", las_strerror(rc));
   las_loop_t *loop = S->loop;
+  lua_newuserdatauv(L, 0, 1); /* the guard whose __close tears the run down */
+  lua_insert(L, -2);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, "lasync.RunGuard");
   lua_toclose(L, lua_gettop(L));
 
   ltask *main = lasync__spawn_main(L, S, 1, nargs);
@@ -566,10 +579,8 @@ static int attach_protected(lua_State *L) {
   lstate *S = lua_touserdata(L, 1);
   lua_State *runL = lua_newthread(L);
   lua_pushvalue(L, -1);
-  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  S->attached = luaL_ref(L, LUA_REGISTRYINDEX); /* lasync_attach takes it back on failure */
   int rc = begin_loop(L, S, lua_touserdata(L, 2), runL);
-  if (rc) luaL_unref(L, LUA_REGISTRYINDEX, ref);
-  else S->attached = ref;
   lua_pushinteger(L, rc);
   return 1;
 }
@@ -584,15 +595,22 @@ int lasync_attach(lua_State *L, uv_loop_t *uv) {
   lua_pushlightuserdata(L, uv);
   int rc = lua_pcall(L, 2, 1, 0) == LUA_OK ? (int)lua_tointeger(L, -1) : LAS_ENOMEM;
   lua_pop(L, 1);
+  if (rc && S->attached != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, S->attached);
+    S->attached = LUA_NOREF;
+  }
   return rc;
 }
 
 static int detach_protected(lua_State *L) {
   lstate *S = lua_touserdata(L, 1);
   int force = lua_toboolean(L, 2);
+  /* Tasks left that nothing of lasync's can wake any more (they swallowed their cancellation
+   * and wait on a future nobody will complete) would keep detach busy forever: they are
+   * dropped as with force. */
   if (las_loop_task_count(S->loop) > 0 && !force) {
     cancel_pending(L, S);
-    if (las_loop_task_count(S->loop) > 0) {
+    if (las_loop_task_count(S->loop) > 0 && las_loop_has_work(S->loop)) {
       lua_pushinteger(L, LAS_EBUSY);
       return 1;
     }
@@ -613,12 +631,14 @@ static int detach_protected(lua_State *L) {
 int lasync_detach(lua_State *L, int force) {
   lstate *S = lasync__state(L);
   if (!S || S->attached == LUA_NOREF || !S->loop) return LAS_EINVAL;
-  if (S->current || las_loop_in_callback(S->loop)) return LAS_ERUNNING;
+  if (S->current || S->detaching || las_loop_in_callback(S->loop)) return LAS_ERUNNING;
   if (!lua_checkstack(L, 4)) return LAS_ENOMEM;
   lua_pushcfunction(L, detach_protected);
   lua_pushlightuserdata(L, S);
   lua_pushboolean(L, force);
+  S->detaching = true;
   int rc = lua_pcall(L, 2, 1, 0) == LUA_OK ? (int)lua_tointeger(L, -1) : LAS_ENOMEM;
+  S->detaching = false;
   lua_pop(L, 1);
   return rc;
 }
@@ -648,11 +668,15 @@ void lasync__open_loop(lua_State *L, lstate *S) {
   lua_pushcclosure(L, loop_newindex, 1);
   lua_setfield(L, -2, "__newindex");
   lua_pushcfunction(L, loop_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, loop_close);
   lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "lasync.Loop");
+  lua_setfield(L, -2, "__metatable");
   lua_pushcfunction(L, loop_tostring);
   lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, "lasync.RunGuard");
+  lua_pushcfunction(L, guard_close);
+  lua_setfield(L, -2, "__close");
   lua_pop(L, 1);
   luaL_newmetatable(L, "lasync.Handle");
   luaL_newlib(L, handle_methods);

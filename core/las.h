@@ -226,8 +226,12 @@ int las_task_suspended(const las_task_t *t);
 las_task_t *las_loop_current_task(las_loop_t *loop);
 /* Number of tasks that are not done yet. */
 size_t las_loop_task_count(las_loop_t *loop);
-/* Nonzero inside las_loop_run or one of the loop's callbacks (where it cannot be closed). */
+/* Nonzero inside las_loop_run or one of the loop's callbacks, posted ones included (where
+ * it cannot be closed). */
 int las_loop_in_callback(las_loop_t *loop);
+/* Nonzero while the loop itself has something that can make progress: ready callbacks,
+ * timers or holds (las_loop_alive also counts the uv loop's handles, the host's included). */
+int las_loop_has_work(las_loop_t *loop);
 
 #ifdef __cplusplus
 }

@@ -55,6 +55,7 @@ struct las_loop_s {
   int state;
   atomic_int refs;
   bool running, stopping, in_pass, idle_on, one_pass;
+  bool in_post; /* running the callbacks of las_loop_post */
   /* libuv handles: check runs one pass per iteration, idle keeps poll from blocking while
    * callbacks are ready, wake sleeps until the earliest timer, async carries posts. */
   uv_check_t check;

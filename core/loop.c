@@ -305,12 +305,14 @@ static void async_cb(uv_async_t *h) {
   las__post_t *p = loop->phead;
   loop->phead = loop->ptail = NULL;
   uv_mutex_unlock(&loop->mu);
+  loop->in_post = true; /* where the loop cannot be closed, as in any of its callbacks */
   while (p) {
     las__post_t *next = p->next;
-    p->cb(loop, p->arg, 0);
+    p->cb(loop, p->arg, loop->state == LAS__OPEN ? 0 : LAS_ECANCELED);
     free(p);
     p = next;
   }
+  loop->in_post = false;
 }
 
 int las_loop_new(las_loop_t **out, uv_loop_t *uv) {
@@ -383,7 +385,10 @@ void *las_loop_get_data(las_loop_t *loop) { return loop->data; }
 size_t las_loop_ready_count(las_loop_t *loop) { return loop->ready.count; }
 size_t las_loop_timer_count(las_loop_t *loop) { return loop->nheap; }
 size_t las_loop_task_count(las_loop_t *loop) { return loop->ntasks; }
-int las_loop_in_callback(las_loop_t *loop) { return loop->running || loop->in_pass; }
+int las_loop_in_callback(las_loop_t *loop) { return loop->running || loop->in_pass || loop->in_post; }
+int las_loop_has_work(las_loop_t *loop) {
+  return loop->state == LAS__OPEN && (loop->ready.count > 0 || loop->nheap > 0 || loop->holds > 0);
+}
 las_task_t *las_loop_current_task(las_loop_t *loop) { return loop->current; }
 
 void las_loop_hold(las_loop_t *loop) {
@@ -509,7 +514,7 @@ static void count_foreign(uv_handle_t *h, void *arg) {
 int las_loop_close(las_loop_t *loop) {
   if (!loop) return LAS_EINVAL;
   if (loop->state != LAS__OPEN) return LAS_ECLOSED;
-  if (loop->running || loop->in_pass) return LAS_ERUNNING;
+  if (loop->running || loop->in_pass || loop->in_post) return LAS_ERUNNING;
   if (loop->ready.count || loop->nheap || loop->ntasks || loop->holds) return LAS_EBUSY;
   if (loop->owns_uv) {
     /* With no ready callbacks, timers or holds our own handles keep nothing alive, so an

@@ -62,6 +62,8 @@ struct cbhub {
   fstate *S;                    /* loop thread only, NULL once closed */
   struct cbmsg *qhead, *qtail;  /* foreign calls waiting for the loop thread */
   int scheduled;                /* a drain is posted */
+  int jobs;                     /* ffi.to_thread calls running on the thread pool now */
+  pthread_cond_t jobs_cv;       /* signalled when the last one returns after close */
   struct cbhub *next;           /* all hubs, for the life of the process */
 };
 
@@ -99,7 +101,8 @@ typedef struct cbslot {
   int ct;                       /* the function type */
   int fnref, futref;            /* Lua function (registry ref); one-shots: anchor of the
                                    future the call completes */
-  int oneshot, held;
+  int oneshot;
+  las_loop_t *heldloop;         /* one-shots: the loop held (and referenced) until the call */
   int kill_on_cancel;           /* one-shot: the C side never calls after a cancel */
   lua_Integer gen;              /* bumped on each use, for release tokens */
   ffi_cif cif;                  /* the cif and its types live in the slot */
@@ -227,7 +230,8 @@ static int slot_new(lua_State *L, fstate *S, int ft, const char *ctx, cbslot **o
   cbslot *s = slot_get();
   if (!s) return luaL_error(L, "%s: cannot allocate a callback closure (the system refused executable memory)", ctx);
   s->fnref = s->futref = LUA_NOREF;
-  s->held = s->oneshot = s->kill_on_cancel = 0;
+  s->oneshot = s->kill_on_cancel = 0;
+  s->heldloop = NULL;
   s->gen++;
   slot_prep(L, S, s, ft, ctx);
   s->ct = ft;
@@ -350,9 +354,26 @@ static int resolve_protected(lua_State *L) {
   return 0;
 }
 
+/* A one-shot holds the loop it was armed on (which may have closed since: the reference
+ * keeps its memory) until its call comes or its future finishes without it. */
+static void slot_hold(cbslot *s, las_loop_t *loop) {
+  api.ref(loop);
+  api.hold(loop);
+  s->heldloop = loop;
+}
+
+static void slot_unhold(cbslot *s) {
+  las_loop_t *loop = s->heldloop;
+  if (!loop) return;
+  s->heldloop = NULL;
+  api.release(loop);
+  api.unref(loop);
+}
+
 /* A one-shot whose call was delivered is spent: the loop is no longer held for it. */
 static void oneshot_spent(lua_State *L, fstate *S, cbslot *s) {
-  if (s->held && api_ok && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
+  (void)S;
+  slot_unhold(s);
   if (atomic_load(&s->state) == SL_LIVE) slot_kill(L, s);
 }
 
@@ -782,7 +803,8 @@ static int slot_is(fstate *S, cbslot *s, lua_Integer tok) {
  * loop is no longer held for it. With `kill` the C side promised not to call, so the slot
  * is freed; otherwise it stays armed for a late call. */
 static void slot_release(lua_State *L, fstate *S, cbslot *s, int kill) {
-  if (s->held && S->hub->loop) { s->held = 0; api.release(S->hub->loop); }
+  (void)S;
+  slot_unhold(s);
   if (kill && !atomic_load(&s->fired)) slot_kill(L, s);
 }
 
@@ -795,7 +817,9 @@ static void os_hook(lua_State *L, int fut, int state, void *ud) {
   cbslot *s = ud;
   cbhub *h = atomic_load(&s->hub);
   fstate *S = h ? h->S : NULL;
-  if (!S || atomic_load(&s->state) != SL_LIVE || !s->oneshot || s->futref == LUA_NOREF) return;
+  /* Slots come from a process-wide pool: this one may serve another Lua state by now. */
+  if (!S || S->universe != lua_topointer(L, LUA_REGISTRYINDEX)) return;
+  if (atomic_load(&s->state) != SL_LIVE || !s->oneshot || s->futref == LUA_NOREF) return;
   lua_checkstack(L, 3);
   anchor_push(L, S, s->futref);
   int mine = lua_rawequal(L, -1, fut);
@@ -811,8 +835,7 @@ static void arm_future(lua_State *L, fstate *S, cbslot *s, las_loop_t *loop, int
   api.newfuture(L, s->nparams, os_hook, s);
   lua_pushvalue(L, -1);
   s->futref = anchor_put(L, S);
-  api.hold(loop);
-  s->held = 1;
+  slot_hold(s, loop);
 }
 
 /* start(cfunc, cbindex, kill_on_cancel, args...): makes a future, arms a one-shot slot
@@ -841,7 +864,7 @@ static int aw_start(lua_State *L) {
   }
   if (lua_pcall(L, nargs, 1, 0) != LUA_OK) {  /* the C side never got the callback */
     if (atomic_load(&s->state) == SL_LIVE && !atomic_load(&s->fired)) {
-      if (s->held) { s->held = 0; api.release(loop); }
+      slot_unhold(s);
       slot_kill(L, s);
     }
     return lua_error(L);
@@ -908,8 +931,8 @@ typedef union jslot { int64_t i; double d; void *p; long double ld; } jslot;
 
 typedef struct job {
   uv_work_t req;
-  fstate *S;
-  las_loop_t *loop;
+  cbhub *h;                     /* never freed: tells whether the state is still there */
+  las_loop_t *loop;             /* held and referenced until the job is done */
   ffi_cif *cif;
   ffi_cif vcif;
   void (*fn)(void);
@@ -923,13 +946,22 @@ typedef struct job {
 
 static void work_cb(uv_work_t *req) {
   job *j = req->data;
+  cbhub *h = j->h;
+  pthread_mutex_lock(&h->mu);
+  int run = !h->closed;
+  if (run) h->jobs++;
+  pthread_mutex_unlock(&h->mu);
+  if (!run) return;
   ffi_call(j->cif, j->fn, j->rv, j->av);
   j->err = errno;
+  pthread_mutex_lock(&h->mu);
+  if (--h->jobs == 0 && h->closed) pthread_cond_broadcast(&h->jobs_cv);
+  pthread_mutex_unlock(&h->mu);
 }
 
 static int after_protected(lua_State *L) {
   job *j = lua_touserdata(L, 1);
-  fstate *S = j->S;
+  fstate *S = j->h->S;
   lua_rawgeti(L, LUA_REGISTRYINDEX, j->futref);
   int fut = lua_gettop(L);
   ctype *rc = CT(S->db, j->rt);
@@ -946,27 +978,33 @@ static int after_protected(lua_State *L) {
   return 0;
 }
 
+/* The job's memory is C's, not Lua's: the state may have closed (lua_close while the
+ * host keeps running its loop) by the time libuv hands the job back. */
 static void after_cb(uv_work_t *req, int status) {
   (void)status;
   job *j = req->data;
-  fstate *S = j->S;
-  cbhub *h = S->hub;
-  if (!h->closed) {
+  cbhub *h = j->h;
+  if (!h->closed && h->S) {
+    fstate *S = h->S;
     lua_State *L = S->cbL;
     S->saved_errno = j->err;
     lua_pushcfunction(L, after_protected);
     lua_pushlightuserdata(L, j);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) report(L, S, "ffi.to_thread");
     luaL_unref(L, LUA_REGISTRYINDEX, j->futref);
-    luaL_unref(L, LUA_REGISTRYINDEX, j->anchor);  /* the job itself lives in the anchor */
+    luaL_unref(L, LUA_REGISTRYINDEX, j->anchor);
   }
   api.release(j->loop);
+  api.unref(j->loop);
+  free(j);
 }
 
-/* start(fut, cfunc, args...): converts the arguments on the loop thread into a job that
- * also anchors them (strings and buffers stay alive until the call returns), then queues
- * the call on the libuv thread pool. */
-static int tt_start(lua_State *L) {
+/* Fills the job (light userdata at 1) from (fut, cfunc, args...) at 2...: converts the
+ * arguments into an anchor table that keeps them (strings, buffers) alive until the call
+ * returns, and leaves the anchor on the stack. Raises on bad arguments. */
+static int tt_fill(lua_State *L) {
+  job *j = lua_touserdata(L, 1);
+  lua_remove(L, 1);
   fstate *S = ffi_state(L);
   int ft;
   void *fn = ffi_checkfunc(L, S, 2, &ft, "ffi.to_thread");
@@ -976,14 +1014,8 @@ static int tt_start(lua_State *L) {
   if (nargs != fc->nparams && !((c->flags & CTF_VARARG) && nargs > fc->nparams))
     return luaL_error(L, "ffi.to_thread: wrong number of arguments (expected %d, got %d)", fc->nparams, nargs);
   if (nargs > FFI_MAXARGS) return luaL_error(L, "ffi.to_thread: too many arguments");
-  las_loop_t *loop = hub_bind(L, S);
-  if (!loop) return luaL_error(L, "ffi.to_thread: no running lasync loop (call it inside lasync.run)");
-  lua_createtable(L, nargs + 2, 0);  /* the anchor: job, arguments, big buffers */
+  lua_createtable(L, nargs + 2, 0);  /* the anchor: arguments, big buffers */
   int anchor = lua_gettop(L);
-  job *j = lua_newuserdatauv(L, sizeof(job), 0);
-  memset(j, 0, sizeof *j);
-  lua_rawseti(L, anchor, 1);
-  j->S = S;
   j->fn = FFI_FN(fn);
   j->rt = c->base;
   j->cif = &fc->cif;
@@ -1019,12 +1051,36 @@ static int tt_start(lua_State *L) {
     j->rv = lua_newuserdatauv(L, rc->size, 0);
     lua_rawseti(L, anchor, 2 * nargs + 3);
   }
+  return 1;
+}
+
+/* start(fut, cfunc, args...): converts the arguments on the loop thread into a job, then
+ * queues the call on the libuv thread pool. */
+static int tt_start(lua_State *L) {
+  fstate *S = ffi_state(L);
+  las_loop_t *loop = hub_bind(L, S);
+  if (!loop) return luaL_error(L, "ffi.to_thread: no running lasync loop (call it inside lasync.run)");
+  job *j = calloc(1, sizeof *j);
+  if (!j) return luaL_error(L, "ffi.to_thread: out of memory");
+  int n = lua_gettop(L);
+  luaL_checkstack(L, n + 3, "ffi.to_thread: too many arguments");
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, tt_fill, 1);
+  lua_pushlightuserdata(L, j);
+  for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
+  if (lua_pcall(L, n + 1, 1, 0) != LUA_OK) {
+    free(j);
+    return lua_error(L);
+  }
+  j->h = S->hub;
   j->req.data = j;
   j->loop = loop;
-  if (uv_queue_work(api.uv(loop), &j->req, work_cb, after_cb) != 0)
+  if (uv_queue_work(api.uv(loop), &j->req, work_cb, after_cb) != 0) {
+    free(j);
     return luaL_error(L, "ffi.to_thread: cannot queue work on the thread pool");
+  }
+  api.ref(loop);
   api.hold(loop);
-  lua_pushvalue(L, anchor);
   j->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 1);
   j->futref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -1160,6 +1216,7 @@ void ffi_cb_open(lua_State *L, fstate *S) {
   cbhub *h = calloc(1, sizeof *h);
   if (!h) luaL_error(L, "lasync.ffi: out of memory");
   pthread_mutex_init(&h->mu, NULL);
+  pthread_cond_init(&h->jobs_cv, NULL);
   h->owner = pthread_self();
   h->deadlock_timeout = 1.0;
   h->S = S;
@@ -1176,6 +1233,7 @@ void ffi_cb_open(lua_State *L, fstate *S) {
   lua_newtable(L);
   S->ref_anchors = luaL_ref(L, LUA_REGISTRYINDEX);
   S->ref_cancel = LUA_NOREF;
+  S->universe = lua_topointer(L, LUA_REGISTRYINDEX);
 }
 
 /* The state is closing: from now on foreign threads get ST_CLOSED; closures stay valid
@@ -1189,6 +1247,9 @@ void ffi_cb_close(fstate *S) {
   h->S = NULL;
   las_loop_t *loop = h->loop;
   h->loop = NULL;
+  /* C functions still running on the thread pool read Lua memory (their arguments, the
+   * call's description): the state cannot go before they return. Queued ones will not run. */
+  while (h->jobs > 0) pthread_cond_wait(&h->jobs_cv, &h->mu);
   pthread_mutex_unlock(&h->mu);
   if (loop && api_ok) api.unref(loop);
   S->hub = NULL;

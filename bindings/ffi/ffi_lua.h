@@ -50,6 +50,7 @@ typedef struct fstate {
   long seq;                     /* numbers the outermost bridge calls */
   int ref_cancel;                /* Future.cancel, looked up once, for `never` */
   int ref_anchors, anext, nafree, capafree;  /* one-shot anchors: table slots, C free list */
+  const void *universe;         /* the registry's address: which Lua state this is */
   int *afree;
 } fstate;
 

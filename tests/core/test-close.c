@@ -330,6 +330,35 @@ static void test_adopted_close_inside_host_callback(void) {
   ASSERT_EQ(uv_loop_close(&uv), 0);
 }
 
+/* A host posts callbacks from its threads (las_loop_post) and one of them, running inside
+ * the host's uv_run, closes lasync. Either the close is refused there (as inside any other
+ * lasync callback) or the posts still queued behind it are told LAS_ECANCELED: a post is
+ * never told it was delivered (status 0) on a loop that is already closed. */
+static int post_close_rc = 12345, second_post_status = 12345;
+static void post_closing_cb(las_loop_t *loop, void *arg, int status) {
+  (void)arg;
+  if (status == 0) post_close_rc = las_loop_close(loop);
+}
+static void post_second_cb(las_loop_t *loop, void *arg, int status) {
+  (void)arg;
+  second_post_status = status;
+  if (status == 0) las_loop_release(loop);
+}
+static void test_adopted_close_inside_post(void) {
+  uv_loop_t uv;
+  ASSERT_EQ(uv_loop_init(&uv), 0);
+  las_loop_t *loop = NULL;
+  ASSERT_OK(las_loop_new(&loop, &uv));
+  las_loop_hold(loop); /* the host's loop runs only while something is alive */
+  ASSERT_OK(las_loop_post(loop, post_closing_cb, NULL));
+  ASSERT_OK(las_loop_post(loop, post_second_cb, NULL));
+  ASSERT_EQ(uv_run(&uv, UV_RUN_NOWAIT), 0);
+  ASSERT(post_close_rc == LAS_ERUNNING || second_post_status == LAS_ECANCELED);
+  if (post_close_rc == LAS_ERUNNING) ASSERT_OK(las_loop_close(loop));
+  ASSERT_EQ(uv_run(&uv, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(uv_loop_close(&uv), 0);
+}
+
 int main(int argc, char **argv) {
   TEST_FILTER(argc, argv);
   RUN_TEST(test_busy_ready);
@@ -343,6 +372,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_destroy_simple);
   RUN_TEST(test_adopted);
   RUN_TEST(test_adopted_close_inside_host_callback);
+  RUN_TEST(test_adopted_close_inside_post);
   /* Last, because they fail: see the comments on each. */
   RUN_TEST(test_busy_request);
   RUN_TEST(test_close_inside_callback);

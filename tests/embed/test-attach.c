@@ -88,7 +88,131 @@ static void detach_all(lua_State *L, uv_loop_t *uv) {
   CHECK(rc == 0);
 }
 
-int main(void) {
+/* A script cannot tear the host's attachment down by closing the Loop object (it is the
+ * host's to end with lasync_detach): `<close>` on lasync.get_loop() leaves lasync attached. */
+static void test_script_closes_loop(void) {
+  uv_loop_t uv;
+  CHECK(uv_loop_init(&uv) == 0);
+  lua_State *L = new_state();
+  CHECK(lasync_attach(L, &uv) == 0);
+  run(L, "local lasync = require 'lasync'\n"
+         "pcall(function() local loop <close> = lasync.get_loop() end)\n");
+  CHECK(lasync_getloop(L) != NULL);
+  CHECK(lasync_detach(L, 0) == 0);
+  lua_close(L);
+  CHECK(uv_run(&uv, UV_RUN_DEFAULT) == 0);
+  CHECK(uv_loop_close(&uv) == 0);
+}
+
+/* A task that swallows its cancellation and then waits for something nothing can complete:
+ * no lasync work (callbacks, timers, holds) can ever wake it, and uv_run(UV_RUN_ONCE)
+ * returns at once, so a host following the documented loop (detach until not EBUSY) must
+ * not spin forever. As at the end of lasync.run, such a task is reported and dropped. */
+static void test_detach_unwakeable_task(void) {
+  uv_loop_t uv;
+  CHECK(uv_loop_init(&uv) == 0);
+  lua_State *L = new_state();
+  CHECK(lasync_attach(L, &uv) == 0);
+  run(L, "local lasync = require 'lasync'\n"
+         "reported = ''\n"
+         "lasync.get_loop():set_exception_handler(function(_, ctx)\n"
+         "  reported = reported .. tostring(ctx.error or ctx.message) .. ';'\n"
+         "end)\n"
+         "lasync.spawn(function()\n"
+         "  local f = lasync.future()\n"
+         "  pcall(f.await, f)\n"
+         "  lasync.future():await()\n"
+         "end)\n");
+  uv_run(&uv, UV_RUN_NOWAIT);
+  int rc, rounds = 0;
+  while ((rc = lasync_detach(L, 0)) == LAS_EBUSY && ++rounds < 1000) uv_run(&uv, UV_RUN_ONCE);
+  CHECK(rc == 0);
+  CHECK(strstr(global_str(L, "reported"), "destroyed but it is pending") != NULL);
+  lua_close(L);
+  CHECK(uv_run(&uv, UV_RUN_DEFAULT) == 0);
+  CHECK(uv_loop_close(&uv) == 0);
+}
+
+/* Loads lasync.ffi (built next to the test, in ../lua) as the global `ffi`; false when the
+ * FFI is not built. */
+static int load_ffi(lua_State *L, const char *argv0) {
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s", argv0);
+  char *slash = strrchr(dir, '/');
+  if (slash) *slash = '\0'; else snprintf(dir, sizeof dir, ".");
+  lua_pushfstring(L, "%s/../lua/?.so;", dir);
+  lua_setglobal(L, "ffi_cpath");
+  run(L, "package.cpath = ffi_cpath .. package.cpath\n"
+         "has_ffi, ffi = pcall(require, 'lasync.ffi')\n"
+         "if has_ffi then ffi.cdef 'int usleep(unsigned int usec);' end\n");
+  lua_getglobal(L, "has_ffi");
+  int has = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (!has) printf("skipped: lasync.ffi not found\n");
+  return has;
+}
+
+/* lua_close while attached, with an ffi.to_thread call still running on the thread pool:
+ * the host keeps running its uv loop, which completes the work request after the state is
+ * gone. Neither the worker nor the completion may touch the closed state's memory. */
+static void test_close_with_thread_work(const char *argv0) {
+  uv_loop_t uv;
+  CHECK(uv_loop_init(&uv) == 0);
+  lua_State *L = new_state();
+  CHECK(lasync_attach(L, &uv) == 0);
+  if (load_ffi(L, argv0)) {
+    run(L, "local lasync = require 'lasync'\n"
+           "lasync.spawn(function() ffi.to_thread(ffi.C.usleep, 50000) end)\n");
+    uv_run(&uv, UV_RUN_NOWAIT); /* the task queues the call on the pool */
+  }
+  lua_close(L);
+  CHECK(uv_run(&uv, UV_RUN_DEFAULT) == 0); /* the work request completes */
+  CHECK(uv_loop_close(&uv) == 0);
+}
+
+/* Detach (force) while an ffi.to_thread call runs, attach again and let the FFI bind to the
+ * new loop (the old loop's memory goes once its handles closed): the work request that
+ * completes afterwards must not give its hold back to the freed old loop. */
+static void test_thread_work_across_reattach(const char *argv0) {
+  uv_loop_t uv;
+  CHECK(uv_loop_init(&uv) == 0);
+  lua_State *L = new_state();
+  CHECK(lasync_attach(L, &uv) == 0);
+  if (load_ffi(L, argv0)) {
+    run(L, "local lasync = require 'lasync'\n"
+           "lasync.get_loop():set_exception_handler(function() end)\n"
+           "lasync.spawn(function() ffi.to_thread(ffi.C.usleep, 50000) end)\n");
+    uv_run(&uv, UV_RUN_NOWAIT);
+    CHECK(lasync_detach(L, 1) == 0);
+    uv_run(&uv, UV_RUN_NOWAIT); /* lasync's handles finish closing */
+    CHECK(lasync_attach(L, &uv) == 0);
+    run(L, "ffi.hold():release()\n"); /* binds the FFI to the new loop */
+    uv_run(&uv, UV_RUN_DEFAULT);      /* the work request completes */
+  }
+  CHECK(lasync_detach(L, 0) == 0);
+  lua_close(L);
+  CHECK(uv_run(&uv, UV_RUN_DEFAULT) == 0);
+  CHECK(uv_loop_close(&uv) == 0);
+}
+
+/* With an argument, only the scenario of that name runs (each aborts on failure). */
+static int want(int argc, char **argv, const char *name) {
+  return argc < 2 || strcmp(argv[1], name) == 0;
+}
+
+static void test_basics(void);
+
+int main(int argc, char **argv) {
+  if (want(argc, argv, "basics")) test_basics();
+  if (want(argc, argv, "script_closes_loop")) test_script_closes_loop();
+  if (want(argc, argv, "detach_unwakeable")) test_detach_unwakeable_task();
+  if (want(argc, argv, "close_with_thread_work")) test_close_with_thread_work(argv[0]);
+  if (want(argc, argv, "thread_work_across_reattach")) test_thread_work_across_reattach(argv[0]);
+  printf("ok\n");
+  return 0;
+}
+
+static void test_basics(void) {
   uv_loop_t uv;
   CHECK(uv_loop_init(&uv) == 0);
   lua_State *L = new_state();
@@ -179,6 +303,4 @@ int main(void) {
   uv_close((uv_handle_t *)&timer, NULL);
   CHECK(uv_run(&uv, UV_RUN_DEFAULT) == 0);
   CHECK(uv_loop_close(&uv) == 0);
-  printf("ok\n");
-  return 0;
 }

@@ -172,6 +172,21 @@ describe("ffi threads", function()
     assert.is_true(os.clock() - t0 < 1)
   end)
 
+  it("gives a stale one-shot's hold back to its own loop, not to the next run's", function()
+    local stale
+    lasync.run(function() stale = ffi.oneshot("void (*)(int)") end)  -- armed, never awaited
+    local ok, v = pcall(lasync.run, function()
+      local start = ffi.awaitable(C.fx_start)
+      local t = lasync.spawn(start, 50, 5, nil)  -- holds this loop until its thread calls
+      lasync.sleep(0)
+      C.fx_call_n(stale, 1)  -- the earlier run's one-shot is called late, on this run
+      local _, value = t:await()
+      return value
+    end)
+    assert.is_true(ok, tostring(v))  -- not "deadlock": this run's hold was not taken away
+    assert.equal(5, v)
+  end)
+
   it("runs blocking C functions on the thread pool while other tasks tick", async(function()
     local ticks = 0
     local ticker = lasync.spawn(function() while true do ticks = ticks + 1; lasync.sleep(0.005) end end)
