@@ -2,35 +2,7 @@
  * tasks, timers and C futures resolved from threads make progress inside the host's uv_run
  * next to the host's own handles; detaching cancels what is left and lets the cleanup run;
  * misuse gets an error code. Runs under the sanitizers with the rest of the suite. */
-#include "lasync.h"
-
-#include <lauxlib.h>
-#include <lualib.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define CHECK(x) do { if (!(x)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #x); abort(); } } while (0)
-
-static void *resolver(void *arg) {
-  las_future_t *f = arg;
-  las_value_t v[2] = {{.type = LAS_VSTR, .u.s = {"from a thread", 13}}, {.type = LAS_VINT, .u.i = 42}};
-  CHECK(las_future_post_values(f, v, 2) == 0);
-  return NULL;
-}
-
-/* host.threaded() -> a C future a thread resolves with two values. */
-static int l_threaded(lua_State *L) {
-  las_future_t *f = las_future_new(lasync_getloop(L));
-  CHECK(f);
-  las_future_hold_loop(f);
-  lasync_pushfuture(L, f);
-  pthread_t th;
-  CHECK(pthread_create(&th, NULL, resolver, f) == 0);
-  pthread_detach(th);
-  return 1;
-}
+#include "embed.h"
 
 /* host.detach() -> what lasync_detach says when a script calls it (from a task, say). */
 static int l_detach(lua_State *L) {
@@ -39,21 +11,8 @@ static int l_detach(lua_State *L) {
 }
 
 static lua_State *new_state(void) {
-  lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  luaL_requiref(L, "lasync", lasync_open, 0);
-  lua_pop(L, 1);
   static const luaL_Reg host[] = {{"threaded", l_threaded}, {"detach", l_detach}, {NULL, NULL}};
-  luaL_newlib(L, host);
-  lua_setglobal(L, "host");
-  return L;
-}
-
-static void run(lua_State *L, const char *code) {
-  if (luaL_dostring(L, code) != LUA_OK) {
-    fprintf(stderr, "script failed: %s\n", lua_tostring(L, -1));
-    abort();
-  }
+  return embed_state(host);
 }
 
 static lua_Integer global_int(lua_State *L, const char *name) {

@@ -1,37 +1,9 @@
 /* test-embed.c - the embedding API against a real lua_State: C futures handed to scripts,
  * resolved from a foreign thread, and what happens when the state closes with work pending.
  * Runs under the sanitizers with the rest of the suite. */
-#include "lasync.h"
-
-#include <lauxlib.h>
-#include <lualib.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define CHECK(x) do { if (!(x)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #x); abort(); } } while (0)
+#include "embed.h"
 
 static las_future_t *kept; /* a future the host keeps past the end of the run */
-
-/* host.future() -> a C future the script awaits; a thread resolves it with two values. */
-static void *resolver(void *arg) {
-  las_future_t *f = arg;
-  las_value_t v[2] = {{.type = LAS_VSTR, .u.s = {"from a thread", 13}}, {.type = LAS_VINT, .u.i = 42}};
-  CHECK(las_future_post_values(f, v, 2) == 0); /* consumes the thread's reference */
-  return NULL;
-}
-
-static int l_threaded(lua_State *L) {
-  las_future_t *f = las_future_new(lasync_getloop(L));
-  CHECK(f);
-  las_future_hold_loop(f);
-  lasync_pushfuture(L, f);
-  pthread_t th;
-  CHECK(pthread_create(&th, NULL, resolver, f) == 0);
-  pthread_detach(th);
-  return 1;
-}
 
 /* host.keep() -> a C future the host also keeps, and never resolves before the run ends. */
 static int l_keep(lua_State *L) {
@@ -45,21 +17,8 @@ static int l_keep(lua_State *L) {
 }
 
 static lua_State *new_state(void) {
-  lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  luaL_requiref(L, "lasync", lasync_open, 0);
-  lua_pop(L, 1);
   static const luaL_Reg host[] = {{"threaded", l_threaded}, {"keep", l_keep}, {NULL, NULL}};
-  luaL_newlib(L, host);
-  lua_setglobal(L, "host");
-  return L;
-}
-
-static void run(lua_State *L, const char *code) {
-  if (luaL_dostring(L, code) != LUA_OK) {
-    fprintf(stderr, "script failed: %s\n", lua_tostring(L, -1));
-    abort();
-  }
+  return embed_state(host);
 }
 
 int main(void) {
