@@ -1251,6 +1251,11 @@ void ffi_cb_close(fstate *S) {
    * call's description): the state cannot go before they return. Queued ones will not run. */
   while (h->jobs > 0) pthread_cond_wait(&h->jobs_cv, &h->mu);
   pthread_mutex_unlock(&h->mu);
+  /* One-shots still armed will never reach this state again: their loops go free. */
+  pthread_mutex_lock(&pool_mu);
+  for (cbslot *s = all_slots; s; s = s->allnext)
+    if (atomic_load(&s->hub) == h) slot_unhold(s);
+  pthread_mutex_unlock(&pool_mu);
   if (loop && api_ok) api.unref(loop);
   S->hub = NULL;
   free(S->afree);
