@@ -73,6 +73,7 @@ return function(lasync)
     if d ~= nil and type(d) ~= "number" then
       error(name .. ": timeout must be a number of seconds, got " .. type(d), 3)
     end
+    if d ~= d then error(name .. ": timeout is NaN", 3) end
     if d ~= nil and d < 0 then d = 0 end
     return d
   end
@@ -109,11 +110,25 @@ return function(lasync)
     return cancel_err
   end
 
-  -- Marks the outcome of every child as retrieved: a combinator that raised one failure (or
-  -- its own cancellation) owns the others, as asyncio's gather does, so the loop does not
-  -- report them as never retrieved.
-  local function retrieve_all(futs, n)
-    for i = 1, n do failure(futs[i]) end
+  -- Retrieves the outcome of every child: a combinator that raised one failure (or its own
+  -- cancellation) owns the others. Errors of other children (not cancellations) are not
+  -- raised, so they go to the loop's exception handler rather than nowhere.
+  local function retrieve_all(futs, n, raised)
+    local seen
+    for i = 1, n do
+      local f = futs[i]
+      local failed, e = failure(f)
+      if failed and f ~= raised and not f:cancelled() then
+        seen = seen or {}
+        if not seen[f] then
+          seen[f] = true
+          lasync.get_loop():call_exception_handler({
+            message = "gather: a child failed too (gather raised another failure, or was cancelled)",
+            error = e,
+          })
+        end
+      end
+    end
   end
 
   local function cancel_all(futs, n)
@@ -165,7 +180,7 @@ return function(lasync)
         for i = 1, n do futs[i]:remove_done_callback(cb) end
         cancel_all(futs, n)
         settle(futs, n)
-        retrieve_all(futs, n)
+        retrieve_all(futs, n, nil)
         error(e, 0)
       end
       if failed then
@@ -175,7 +190,7 @@ return function(lasync)
     if failed then
       cancel_all(futs, n)
       if settle(futs, n) then rearm(lasync.current_task()) end
-      retrieve_all(futs, n)
+      retrieve_all(futs, n, failed)
       error(select(2, failure(failed)), 0)
     end
     local res = {}
@@ -190,6 +205,9 @@ return function(lasync)
   -- wait(list, opts) -> done, pending (lists, in argument order). opts.timeout (seconds)
   -- and opts.return_when = "all" (default) | "first" | "error". Never cancels anything.
   function lasync.wait(list, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+      error("wait: opts must be a table ({timeout =, return_when =}), got " .. type(opts), 2)
+    end
     opts = opts or {}
     local timeout = check_delay("wait", opts.timeout)
     local rw = opts.return_when or "all"
@@ -367,7 +385,10 @@ return function(lasync)
     local function iter()
       if yielded == n then close(); return nil end
       while qh > qt do
-        if expired or closed then
+        if closed and not expired then
+          error("as_completed: the iterator was closed (the loop over it ended)", 2)
+        end
+        if expired then
           close()
           error(lasync.TimeoutError("as_completed: timed out after " .. timeout .. " s"), 2)
         end

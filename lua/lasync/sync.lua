@@ -71,7 +71,7 @@ return function(lasync)
   end
 
   local function check_size(name, n, what)
-    local i = tointeger(n)
+    local i = type(n) == "number" and tointeger(n) or nil
     if i == nil or i < 0 then
       error(name .. ": " .. what .. " must be a non-negative integer, got " .. tostring(n), 3)
     end
@@ -79,18 +79,20 @@ return function(lasync)
   end
 
   -- Guards: acquire() returns one; closing it (as a <close> variable, or guard:release())
-  -- releases what was acquired, once.
+  -- releases what was acquired, once. A Lock guard carries the token of its acquisition and
+  -- releases only while that acquisition holds the lock: after an explicit lock:release()
+  -- it must not release the next holder's.
   local Guard = {__name = "lasync.Guard"}
   Guard.__index = Guard
   function Guard.__close(g)
-    local owner = g[1]
+    local owner, token = g[1], g[2]
     if owner then
       g[1] = false
-      owner:release()
+      if token == nil or owner._holder == token then owner:release() end
     end
   end
   Guard.release = Guard.__close
-  local function guard(owner) return setmetatable({owner}, Guard) end
+  local function guard(owner, token) return setmetatable({owner, token}, Guard) end
 
   ---------------------------------------------------------------------------------- Queue
 
@@ -201,6 +203,11 @@ return function(lasync)
           error(err, 0)
         end
         self._reserved = self._reserved - 1
+        deliver(self, item)
+        -- Handed straight to a waiting getter, the item took no slot: the one we were
+        -- granted is free again, for the next waiting putter.
+        grant_slot(self)
+        return
       end
     end
     deliver(self, item)
@@ -313,28 +320,38 @@ return function(lasync)
   Lock.__index = Lock
 
   function lasync.Lock()
-    return setmetatable({_locked = false, _w = ring()}, Lock)
+    -- _holder: the token of the acquisition holding the lock (nil while handed over)
+    return setmetatable({_locked = false, _w = ring(), _holder = nil, _gen = 0}, Lock)
   end
 
   function Lock:locked() return self._locked end
+
+  local function held(self)
+    local t = self._gen + 1
+    self._gen = t
+    self._holder = t
+    return guard(self, t)
+  end
 
   -- -> a guard; `local g <close> = lock:acquire()` releases at the end of the scope.
   function Lock:acquire()
     if not self._locked then
       self._locked = true
-      return guard(self)
+      return held(self)
     end
     local ok, err, handed = wait_on(self._w)
     if not ok then
       if handed then self:release() end  -- the lock was handed to us: pass it on
       error(err, 0)
     end
-    return guard(self)
+    return held(self)
   end
 
-  -- Releasing hands the lock to the oldest waiter directly (it stays locked).
+  -- Releasing hands the lock to the oldest waiter directly (it stays locked). As in asyncio,
+  -- any task may release a locked Lock; a guard releases only its own acquisition.
   function Lock:release()
     if not self._locked then error("Lock.release: lock is not acquired", 2) end
+    self._holder = nil
     local w = pop_live(self._w)
     if w then w:set_result(true) else self._locked = false end
   end
@@ -433,9 +450,11 @@ return function(lasync)
   function Condition:wait()
     local lock = self._lock
     if not lock._locked then error("Condition.wait: lock is not acquired", 2) end
+    local token = lock._holder
     lock:release()
     local ok, err, notified = wait_on(self._w)
     local err2 = reacquire(lock)
+    lock._holder = token  -- the lock is held again by the acquisition that waited
     if not ok or err2 then
       if notified or (ok and err2) then notify(self, 1) end
       error(ok and err2 or err, 0)
@@ -445,6 +464,9 @@ return function(lasync)
 
   -- Waits until predicate() returns a true value, and returns that value.
   function Condition:wait_for(predicate)
+    if type(predicate) ~= "function" and not (getmetatable(predicate) or {}).__call then
+      error("Condition.wait_for: expected a predicate function, got " .. type(predicate), 2)
+    end
     local r = predicate()
     while not r do
       self:wait()

@@ -26,6 +26,20 @@ local function sleeper(d, v, log)
 end
 
 describe("gather", function()
+  it("raises the first failure and reports the other children's errors, dropping none", async(function()
+    local reports = {}
+    lasync.get_loop():set_exception_handler(function(_, ctx)
+      reports[#reports + 1] = tostring(ctx.error)
+    end)
+    local ok, e = pcall(lasync.gather,
+      function() lasync.sleep(0.01); error("A", 0) end,
+      function() pcall(lasync.sleep, 1); error("cleanup failed", 0) end,
+      function() lasync.sleep(1) end)  -- merely cancelled: nothing to report
+    assert.is_false(ok)
+    assert.equal("A", e)
+    assert.same({ "cleanup failed" }, reports)
+  end))
+
   it("returns the first result of each, in argument order", async(function()
     local fut = lasync.future()
     fut:set_result("f1", "ignored")
@@ -151,6 +165,12 @@ describe("wait", function()
   it("misuse is a clear error", async(function()
     assert.matches("wait: return_when must be", tostring(catch(lasync.wait, {}, {return_when = "x"})))
     assert.matches("wait: expected a list", tostring(catch(lasync.wait, 3)))
+    assert.matches("wait: opts must be a table", tostring(catch(lasync.wait, {}, 5)))
+    local ran = false
+    assert.matches("wait_for: timeout is NaN",
+      tostring(catch(lasync.wait_for, function() ran = true end, 0 / 0)))
+    ticks(1)
+    assert.is_false(ran)  -- refused before anything was started
   end))
 end)
 
@@ -360,6 +380,17 @@ describe("as_completed", function()
   it("breaking out of the loop leaves no timer behind", async(function()
     local slow = lasync.spawn(sleeper(0.2))
     for _ in lasync.as_completed({slow, sleeper(0.01)}, 10) do break end
+    slow:cancel()
+    ticks(2)
+  end))
+
+  it("an iterator called after its loop closed it says so", async(function()
+    local slow = lasync.spawn(sleeper(0.2))
+    local iter
+    for _, f in (function(...) iter = ...; return ... end)(lasync.as_completed({slow, sleeper(0.01)}, 10)) do
+      break
+    end
+    assert.matches("as_completed: the iterator was closed", tostring(catch(iter)))
     slow:cancel()
     ticks(2)
   end))

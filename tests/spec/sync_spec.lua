@@ -109,6 +109,38 @@ describe("Queue", function()
     assert.is_true(q:empty())
   end))
 
+  it("keeps waking waiting putters when woken ones hand their items to waiting getters", async(function()
+    local q = lasync.Queue(1)
+    q:put("a")
+    local p1 = go(function() q:put("b") end)
+    local p2 = go(function() q:put("c") end)
+    ticks(1)                     -- both putters wait: the queue is full
+    assert.equals("a", q:get())  -- grants p1 the slot
+    assert.equals("b", q:get())  -- waits; p1 hands "b" over directly, leaving the slot free
+    assert.equals("c", lasync.wait_for(function() return q:get() end, 1))
+    p1:await()
+    p2:await()
+  end))
+
+  it("a bounded queue serves several producers and one consumer to the end", async(function()
+    local q = lasync.Queue(1)
+    local producers = {}
+    for p = 1, 3 do
+      producers[p] = go(function() for i = 1, 5 do q:put(p * 10 + i) end end)
+    end
+    local got = {}
+    for _ = 1, 15 do got[#got + 1] = lasync.wait_for(function() return q:get() end, 1) end
+    for p = 1, 3 do producers[p]:await() end
+    local last = {}
+    for _, v in ipairs(got) do  -- each producer's items arrive in its own order
+      local p = v // 10
+      assert.is_true(v > (last[p] or 0))
+      last[p] = v
+    end
+    table.sort(got)
+    assert.same({ 11, 12, 13, 14, 15, 21, 22, 23, 24, 25, 31, 32, 33, 34, 35 }, got)
+  end))
+
   it("put_nowait / get_nowait", async(function()
     local q = lasync.Queue(1)
     assert.is_true(q:put_nowait("a"))
@@ -304,6 +336,45 @@ describe("Event", function()
 end)
 
 describe("Lock", function()
+  it("a guard releases only its own acquisition, not the next holder's", async(function()
+    local lock = lasync.Lock()
+    local inside = {}
+    local a = go(function()
+      local g <close> = lock:acquire()
+      lock:release()         -- released by hand: the guard must not release again
+      ticks(4)
+    end)
+    local b = go(function()
+      ticks(1)
+      local g <close> = lock:acquire()
+      inside.b = true
+      ticks(6)
+      inside.b = false
+    end)
+    local c = go(function()
+      ticks(2)
+      local g <close> = lock:acquire()
+      assert(not inside.b, "C acquired the lock while B held it")
+    end)
+    a:await(); b:await(); c:await()
+    assert.is_false(lock:locked())
+  end))
+
+  it("a guard taken before Condition.wait still releases the lock after it", async(function()
+    local cond = lasync.Condition()
+    local w = go(function()
+      local g <close> = cond:acquire()
+      cond:wait()
+    end)
+    ticks(1)
+    do
+      local g <close> = cond:acquire()
+      cond:notify()
+    end
+    w:await()
+    assert.is_false(cond:locked())
+  end))
+
   it("acquire returns a guard usable as a <close> variable", async(function()
     local lock = lasync.Lock()
     do
@@ -450,6 +521,14 @@ describe("Semaphore", function()
 end)
 
 describe("Condition", function()
+  it("misuse of wait_for and of sizes is a clear error", async(function()
+    local cond = lasync.Condition()
+    local g <close> = cond:acquire()
+    assert.matches("Condition.wait_for: expected a predicate function", errmsg(cond.wait_for, cond, 5))
+    assert.matches("Queue: maxsize must be a non%-negative integer", errmsg(lasync.Queue, "2"))
+    assert.matches("Semaphore: initial value must be", errmsg(lasync.Semaphore, "1"))
+  end))
+
   it("wait releases the lock and retakes it after notify", async(function()
     local cond = lasync.Condition()
     local items = {}
