@@ -110,25 +110,38 @@ return function(lasync)
     return cancel_err
   end
 
-  -- Retrieves the outcome of every child: a combinator that raised one failure (or its own
-  -- cancellation) owns the others. Errors of other children (not cancellations) are not
-  -- raised, so they go to the loop's exception handler rather than nowhere.
-  local function retrieve_all(futs, n, raised)
-    local seen
+  -- Attaches the other errors to the first one: a table error gets them as err.others; a
+  -- string error gets them appended to its text ("(also in <where>) ...").
+  local function with_others(errs, where)
+    local first = errs[1]
+    if errs.n == 1 then return first end
+    local others = {table.unpack(errs, 2, errs.n)}
+    if type(first) == "table" then
+      rawset(first, "others", others)
+      return first
+    end
+    local lines = {tostring(first)}
+    for i = 1, errs.n - 1 do
+      lines[#lines + 1] = "\n(also in " .. where .. ") " .. tostring(others[i])
+    end
+    return table.concat(lines)
+  end
+
+  -- Retrieves the outcome of every child, for a combinator that raises `first` (one child's
+  -- failure, or its own cancellation): the errors of the other children that failed (not
+  -- those merely cancelled) come with it, as with_others attaches them, never dropped.
+  local function retrieve_all(futs, n, raised, first, where)
+    local errs, seen = {first, n = 1}, {}
     for i = 1, n do
       local f = futs[i]
       local failed, e = failure(f)
-      if failed and f ~= raised and not f:cancelled() then
-        seen = seen or {}
-        if not seen[f] then
-          seen[f] = true
-          lasync.get_loop():call_exception_handler({
-            message = "gather: a child failed too (gather raised another failure, or was cancelled)",
-            error = e,
-          })
-        end
+      if failed and f ~= raised and not f:cancelled() and not seen[f] then
+        seen[f] = true
+        errs.n = errs.n + 1
+        errs[errs.n] = e
       end
     end
+    return with_others(errs, where)
   end
 
   local function cancel_all(futs, n)
@@ -180,8 +193,7 @@ return function(lasync)
         for i = 1, n do futs[i]:remove_done_callback(cb) end
         cancel_all(futs, n)
         settle(futs, n)
-        retrieve_all(futs, n, nil)
-        error(e, 0)
+        error(retrieve_all(futs, n, nil, e, "gather"), 0)
       end
       if failed then
         for i = 1, n do futs[i]:remove_done_callback(cb) end
@@ -190,8 +202,7 @@ return function(lasync)
     if failed then
       cancel_all(futs, n)
       if settle(futs, n) then rearm(lasync.current_task()) end
-      retrieve_all(futs, n, failed)
-      error(select(2, failure(failed)), 0)
+      error(retrieve_all(futs, n, failed, select(2, failure(failed)), "gather"), 0)
     end
     local res = {}
     for i = 1, n do res[i] = (futs[i]:result()) end
@@ -453,22 +464,6 @@ return function(lasync)
     return t
   end
 
-  -- Attaches the other errors to the first one: a table error gets them as err.others; a
-  -- string error gets them appended to its text.
-  local function with_others(errs)
-    local first = errs[1]
-    if errs.n == 1 then return first end
-    local others = {table.unpack(errs, 2, errs.n)}
-    if type(first) == "table" then
-      rawset(first, "others", others)
-      return first
-    end
-    local lines = {tostring(first)}
-    for i = 1, errs.n - 1 do
-      lines[#lines + 1] = "\n(also in the task group) " .. tostring(others[i])
-    end
-    return table.concat(lines)
-  end
 
   -- task_group(fn) -> fn's results. fn(tg) runs in the calling task and spawns children
   -- with tg:spawn; the group returns once every child has finished. The first failure (a
@@ -518,7 +513,7 @@ return function(lasync)
     end
     if tg._errors.n > 0 then
       if cancel_err then rearm(parent) end   -- errors win; the outside cancel stays pending
-      error(with_others(tg._errors), 0)
+      error(with_others(tg._errors, "the task group"), 0)
     end
     if cancel_err then error(cancel_err, 0) end
     return unpack(r, 2, r.n)

@@ -26,18 +26,20 @@ local function sleeper(d, v, log)
 end
 
 describe("gather", function()
-  it("raises the first failure and reports the other children's errors, dropping none", async(function()
-    local reports = {}
-    lasync.get_loop():set_exception_handler(function(_, ctx)
-      reports[#reports + 1] = tostring(ctx.error)
-    end)
+  it("raises the first failure with the other children's errors attached, dropping none", async(function()
     local ok, e = pcall(lasync.gather,
       function() lasync.sleep(0.01); error("A", 0) end,
       function() pcall(lasync.sleep, 1); error("cleanup failed", 0) end,
-      function() lasync.sleep(1) end)  -- merely cancelled: nothing to report
+      function() lasync.sleep(1) end)  -- merely cancelled: nothing to attach
     assert.is_false(ok)
-    assert.equal("A", e)
-    assert.same({ "cleanup failed" }, reports)
+    assert.equal("A\n(also in gather) cleanup failed", e)
+    local first = {message = "first"}
+    ok, e = pcall(lasync.gather,
+      function() lasync.sleep(0.01); error(first) end,
+      function() pcall(lasync.sleep, 1); error({message = "second"}) end)
+    assert.is_false(ok)
+    assert.equal(first, e)  -- the same error object, carrying the others
+    assert.equal("second", e.others[1].message)
   end))
 
   it("returns the first result of each, in argument order", async(function()
