@@ -1084,6 +1084,14 @@ static int f_cancel(lua_State *L) {
   }
   if (!lua_isnoneornil(L, 2)) luaL_checkstring(L, 2);
   lua_settop(L, 2);
+  if (lua_isnil(L, 2) && fu->kind == K_TASK) {
+    /* As in asyncio, every cancel() sets the message: a plain one drops an earlier one's. */
+    if (lua_getiuservalue(L, 1, LASYNC_UV_EXTRA) == LUA_TTABLE) {
+      lua_pushnil(L);
+      lua_setfield(L, -2, "msg");
+    }
+    lua_settop(L, 2);
+  }
   if (fu->kind == K_FUTURE) {
     lstate *S = getS(L);
     check_lua_future_loop(L, S, fu, "Future.cancel");
@@ -1176,11 +1184,13 @@ static void run_done_callback(lstate *S, int ref) {
   lua_rawgeti(L, -2, 2);
   lua_remove(L, -3);
   int base = lua_gettop(L) - 1;
+  lasync__note_callback(L, S, base);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->tbfunc);
   lua_insert(L, base);
   if (lua_pcall(L, 1, 0, base) != LUA_OK) {
-    lasync__report(L, S, "Exception in a done callback", lua_gettop(L), 0, NULL);
-    lua_pop(L, 1);
+    int err = lua_gettop(L);
+    lasync__report(L, S, "Exception in a done callback", err, 0, lasync__push_cbtb(L));
+    lua_settop(L, err - 1);
   }
   lua_pop(L, 1);
 }
@@ -1191,6 +1201,8 @@ static void lua_done_cb(void *a, void *b) {
 
 /* The same through call_soon, for a future with no C object (a Lua future, a finished task). */
 static void lua_done_detached_cb(void *a, void *b) { run_done_callback(b, (int)(intptr_t)a); }
+
+bool lasync__is_done_callback(las_cb fn) { return fn == lua_done_cb || fn == lua_done_detached_cb; }
 
 static int f_add_done_callback(lua_State *L) {
   lstate *S = getS(L);
@@ -1397,13 +1409,26 @@ void lasync_report_error(lua_State *L, int idx, const char *what) {
 
 /* ----------------------------------------------------------------------------- the module */
 
-/* Message handler for callbacks whose errors are only reported: tables keep their own
- * traceback field; anything else becomes its text with the traceback appended. */
+static char CBTB_KEY;
+
+/* Message handler for callbacks whose errors are only reported: the error stays the value
+ * raised (the report's ctx.error); a table keeps its own traceback field, and for anything
+ * else the traceback is set aside for the report (lasync__push_cbtb). */
 static int tb_handler(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TTABLE) return 1;
-  lasync__safe_tostring(L, 1);
-  luaL_traceback(L, L, lua_tostring(L, -1), 1);
+  if (lua_type(L, 1) != LUA_TTABLE) {
+    luaL_traceback(L, L, NULL, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CBTB_KEY);
+  }
+  lua_settop(L, 1);
   return 1;
+}
+
+/* Pushes (and forgets) the traceback tb_handler set aside, or nil; returns it as a string. */
+const char *lasync__push_cbtb(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CBTB_KEY);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CBTB_KEY);
+  return lua_tostring(L, -1);
 }
 
 static int state_gc(lua_State *L) {

@@ -22,7 +22,8 @@ enum {
   F_CANCEL_SEEN = 8, /* a CancelledError was raised inside the task */
   F_UNRETRIEVED = 16, /* failed, and listed for the report at loop close */
   F_COLLECTED = 32,   /* its finalizer ran (it may still be reachable from a report) */
-  F_BARE_YIELD = 64   /* the task is suspended at a bare coroutine.yield() */
+  F_BARE_YIELD = 64,  /* the task is suspended at a bare coroutine.yield() */
+  F_SHUTDOWN = 128    /* cancelled by the end of a run (or a detach) */
 };
 
 typedef struct lstate lstate;
@@ -124,5 +125,8 @@ void lasync__push_errval(lua_State *L, lfut *fu, int idx);
 void lasync__check_callable(lua_State *L, int idx, const char *fname);
 ltask *lasync__spawn_main(lua_State *L, lstate *S, int fidx, int nargs);
 int lasync__get_loop(lua_State *L);
+void lasync__note_callback(lua_State *L, lstate *S, int fidx);
+const char *lasync__push_cbtb(lua_State *L);
+bool lasync__is_done_callback(las_cb fn);
 
 #endif

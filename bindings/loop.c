@@ -1,6 +1,7 @@
 /* loop.c - lasync.run, the loop object, call_soon/call_later handles, error reports. */
 #include "lasync_int.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,7 +104,21 @@ void lasync__drain_unretrieved(lua_State *L, lstate *S) {
 
 /* Debug mode's slow-callback report: name the task (with its set_name) and where it now
  * stands, or the Lua callback and where it was defined. */
-static void slow_hook(las_loop_t *loop, las_task_t *t, double secs) {
+static void handle_cb(void *a, void *b);
+
+/* Debug mode: remembers where the Lua function about to run as a callback was defined, for
+ * the slow-callback report (valid for that callback only: the report checks which ran). */
+void lasync__note_callback(lua_State *L, lstate *S, int fidx) {
+  if (!S->debug) return;
+  lua_Debug ar;
+  lua_pushvalue(L, fidx);
+  if (lua_getinfo(L, ">S", &ar))
+    snprintf(S->cbwhere, sizeof S->cbwhere, "%s:%d", ar.short_src, ar.linedefined);
+  else
+    S->cbwhere[0] = '\0';
+}
+
+static void slow_hook(las_loop_t *loop, las_task_t *t, las_cb fn, double secs) {
   lstate *S = las_loop_get_data(loop);
   lua_State *L = S->runL;
   char dur[32];
@@ -127,7 +142,7 @@ static void slow_hook(las_loop_t *loop, las_task_t *t, double secs) {
     else
       lua_pushfstring(L, "Executing %s took %s seconds", lua_tostring(L, -1), dur);
     lua_remove(L, -2);
-  } else if (S->cbwhere[0]) {
+  } else if (S->cbwhere[0] && (fn == handle_cb || lasync__is_done_callback(fn))) {
     lua_pushfstring(L, "Executing callback %s took %s seconds", S->cbwhere, dur);
   } else {
     lua_pushfstring(L, "Executing a C callback took %s seconds", dur);
@@ -164,14 +179,10 @@ static void handle_cb(void *a, void *b) {
   luaL_checkstack(L, n, "too many arguments");
   for (int i = 1; i <= n; i++) lua_rawgeti(L, base + 2, i);
   lua_remove(L, base + 2);
-  if (S->debug) {
-    lua_Debug ar;
-    lua_pushvalue(L, base + 2);
-    if (lua_getinfo(L, ">S", &ar))
-      snprintf(S->cbwhere, sizeof S->cbwhere, "%s:%d", ar.short_src, ar.linedefined);
-  }
+  lasync__note_callback(L, S, base + 2);
   if (lua_pcall(L, n - 1, 0, base + 1) != LUA_OK) {
-    lasync__report(L, S, "Exception in callback", -1, 0, NULL);
+    int err = lua_gettop(L);
+    lasync__report(L, S, "Exception in callback", err, 0, lasync__push_cbtb(L));
   }
   lua_settop(L, base - 1);
 }
@@ -209,7 +220,7 @@ static int loop_call_soon(lua_State *L) {
   lstate *S = getS(L);
   lloop *lb = checkloop(L, S, "loop:call_soon");
   lhandle *h = new_handle(L, S, 2, "loop:call_soon");
-  h->when = -1;
+  h->when = NAN; /* no time: a call_soon handle */
   int rc = las_call_soon(lb->loop, handle_cb, h, NULL);
   if (rc) return luaL_error(L, "loop:call_soon: %s", las_strerror(rc));
   return 1;
@@ -259,7 +270,7 @@ static int handle_cancelled(lua_State *L) {
 
 static int handle_when(lua_State *L) {
   lhandle *h = luaL_checkudata(L, 1, "lasync.Handle");
-  if (h->when < 0) return 0;
+  if (isnan(h->when)) return 0;
   lua_pushnumber(L, h->when);
   return 1;
 }
@@ -446,15 +457,17 @@ static void noop_cb(void *a, void *b) {
   (void)b;
 }
 
-/* Cancels every pending task that is not being cancelled already. */
+/* Cancels every pending task once for the shutdown, also one that caught an earlier
+ * cancellation and went on (its cancelling() count says nothing about this one). */
 static void cancel_pending(lua_State *L, lstate *S) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     lfut *fu = lasync__tofut(L, -1);
-    if (fu && fu->kind == K_TASK && FSTATE(fu) == LAS_PENDING &&
-        las_task_cancelling((las_task_t *)fu->f) == 0)
+    if (fu && fu->kind == K_TASK && FSTATE(fu) == LAS_PENDING && !(fu->flags & F_SHUTDOWN)) {
+      fu->flags |= F_SHUTDOWN;
       las_task_cancel((las_task_t *)fu->f);
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);

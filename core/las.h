@@ -105,8 +105,9 @@ int las_loop_post(las_loop_t *loop, las_post_cb cb, void *arg);
 
 /* Debug mode: when on, every ready callback is timed, and one that runs longer than the
  * threshold is reported through the slow hook: `task` is the task whose step ran inside
- * that callback, or NULL for a plain callback (duration in seconds). */
-typedef void (*las_slow_cb)(las_loop_t *loop, las_task_t *task, double seconds);
+ * that callback, or NULL for a plain callback; `fn` is the callback that ran (duration in
+ * seconds). */
+typedef void (*las_slow_cb)(las_loop_t *loop, las_task_t *task, las_cb fn, double seconds);
 void las_loop_set_debug(las_loop_t *loop, int on, double threshold, las_slow_cb hook);
 
 /* -------------------------------------------------------------------------------- timers */

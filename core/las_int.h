@@ -67,7 +67,7 @@ struct las_loop_s {
   las_timer_t **heap;
   size_t nheap, heapcap;
   uint64_t timer_seq;
-  double armed; /* deadline the wake timer is set for, or -1 */
+  double armed; /* deadline the wake timer is set for, or NaN */
   size_t ntasks;
   int holds;
   las_task_t *current;

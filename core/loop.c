@@ -199,7 +199,7 @@ static void move_due_timers(las_loop_t *loop);
  * the rest, or a poll with nothing else armed would block forever. */
 static void wake_cb(uv_timer_t *h) {
   las_loop_t *loop = h->data;
-  loop->armed = -1;
+  loop->armed = NAN; /* not armed */
   move_due_timers(loop);
   las__loop_update(loop);
 }
@@ -216,8 +216,8 @@ void las__loop_update(las_loop_t *loop) {
     loop->idle_on = want_idle;
   }
   if (loop->nheap == 0) {
-    if (loop->armed >= 0) uv_timer_stop(&loop->wake);
-    loop->armed = -1;
+    if (!isnan(loop->armed)) uv_timer_stop(&loop->wake);
+    loop->armed = NAN; /* not armed */
   } else if (loop->heap[0]->when != loop->armed) {
     double delay = loop->heap[0]->when - las_loop_time(loop);
     double ms = delay <= 0 ? 0 : ceil(delay * 1e3);
@@ -247,7 +247,7 @@ static void move_due_timers(las_loop_t *loop) {
       las__entry_drop(&e); /* out of memory: the timer is lost, never half-run */
     }
   }
-  loop->armed = -1;
+  loop->armed = NAN; /* not armed */
 }
 
 /* One asyncio iteration: the callbacks that were ready when it began, in FIFO order. Each
@@ -266,7 +266,7 @@ static void run_pass(las_loop_t *loop) {
       uint64_t t0 = uv_hrtime();
       e.fn(e.a, e.b);
       double dt = (double)(uv_hrtime() - t0) * 1e-9;
-      if (dt >= loop->slow && loop->slow_hook) loop->slow_hook(loop, loop->stepped, dt);
+      if (dt >= loop->slow && loop->slow_hook) loop->slow_hook(loop, loop->stepped, e.fn, dt);
     } else {
       e.fn(e.a, e.b);
     }
@@ -331,7 +331,7 @@ int las_loop_new(las_loop_t **out, uv_loop_t *uv) {
   }
   loop->uv = uv;
   atomic_init(&loop->refs, 1);
-  loop->armed = -1;
+  loop->armed = NAN; /* not armed */
   loop->slow = 0.1;
   uv_check_init(uv, &loop->check);
   uv_idle_init(uv, &loop->idle);

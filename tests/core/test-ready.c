@@ -213,8 +213,10 @@ static void test_nested_run(void) {
 /* Debug mode reports slow plain callbacks with task == NULL. */
 static int slow_calls;
 static las_task_t *slow_task = (las_task_t *)1;
-static void slow_hook(las_loop_t *loop, las_task_t *task, double seconds) {
+static las_cb slow_fn;
+static void slow_hook(las_loop_t *loop, las_task_t *task, las_cb fn, double seconds) {
   ASSERT_PTR_EQ(loop, g_loop);
+  slow_fn = fn;
   ASSERT_GE(seconds * 1e9, 0);
   slow_task = task;
   slow_calls++;
@@ -229,6 +231,7 @@ static void test_debug_hook(void) {
   ASSERT_OK(las_loop_run(loop));
   ASSERT_EQ(slow_calls, 2);
   ASSERT_NULL(slow_task);
+  ASSERT(slow_fn == log_cb); /* the hook is told which callback it was */
   las_loop_set_debug(loop, 0, -1, NULL);
   ASSERT_OK(las_call_soon(loop, log_cb, (void *)3, NULL));
   ASSERT_OK(las_loop_run(loop));

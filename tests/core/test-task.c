@@ -480,8 +480,9 @@ static void test_external_wait(void) {
 /* Debug mode names the task whose step ran in a slow callback. */
 static las_task_t *slow_task;
 static int slow_calls;
-static void slow_hook(las_loop_t *loop, las_task_t *task, double seconds) {
+static void slow_hook(las_loop_t *loop, las_task_t *task, las_cb fn, double seconds) {
   (void)loop;
+  (void)fn;
   (void)seconds;
   if (task) slow_task = task;
   slow_calls++;

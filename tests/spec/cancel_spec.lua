@@ -63,6 +63,24 @@ describe("task:cancel()", function()
     assert.matches("shutting down", tostring(e))
   end))
 
+  it("a later cancel() without a message does not repeat an earlier one's", async(function()
+    local msgs = {}
+    local t = lasync.spawn(function()
+      local _, e = pcall(lasync.sleep, 1000)
+      msgs[1] = e.message
+      lasync.current_task():uncancel()
+      _, e = pcall(lasync.sleep, 1000)
+      msgs[2] = e.message
+    end)
+    lasync.sleep(0)
+    t:cancel("shutdown requested by admin")
+    lasync.sleep(0)
+    t:cancel()
+    t:await()
+    assert.equals("shutdown requested by admin", msgs[1])
+    assert.is_not.equals("shutdown requested by admin", msgs[2])
+  end))
+
   it("runs pcall handlers and <close> variables, in order, and cleanup may await", async(function()
     local log = {}
     local t = lasync.spawn(function()

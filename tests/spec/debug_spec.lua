@@ -139,6 +139,21 @@ describe("slow callback reports", function()
     assert.matches("debug_spec.lua:" .. line, ctx.message)
   end))
 
+  it("a slow done callback is reported with its own line, not an earlier callback's", async(function()
+    local line
+    local reports = with_reports({debug = true, slow = 0.02}, function()
+      local f, w = lasync.future(), lasync.future()
+      lasync.get_loop():call_soon(function() end)  -- a fast callback runs first
+      line = debug.getinfo(1, "l").currentline + 1
+      f:add_done_callback(function() busy(0.05) w:set_result() end)
+      f:set_result()
+      w:await()
+    end)
+    local ctx = find(reports, "callback")
+    assert.is_not_nil(ctx, table.concat(messages(reports), "\n"))
+    assert.matches("debug_spec.lua:" .. line, ctx.message)
+  end))
+
   it("fast steps are not reported", async(function()
     local reports = with_reports({debug = true, slow = 0.5}, function()
       for _ = 1, 20 do lasync.sleep(0) end

@@ -245,6 +245,26 @@ describe("lasync.run shutdown", function()
     assert.is_true(os.time() - t0 < 10)
   end)
 
+  it("cancels at the end even a leftover task that caught an earlier cancellation", function()
+    local t0, reports, cleaned = os.time(), {}, false
+    lasync.run(function()
+      local loop = lasync.get_loop()
+      loop.shutdown_timeout = 30
+      loop:set_exception_handler(function(_, ctx) reports[#reports + 1] = ctx.message end)
+      local t = lasync.spawn(function()
+        pcall(lasync.sleep, 10)  -- caught the first cancellation and went on
+        local ok = pcall(lasync.sleep, 30)
+        cleaned = not ok
+      end)
+      lasync.sleep(0)
+      t:cancel()
+      lasync.sleep(0.01)
+    end)
+    assert.is_true(os.time() - t0 < 10)
+    assert.is_true(cleaned)
+    assert.same({}, reports)
+  end)
+
   it("waits for a leftover task that ignores cancellation only up to shutdown_timeout", function()
     local t0, reports = os.time(), {}
     lasync.run(function()

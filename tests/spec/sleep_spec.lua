@@ -256,6 +256,17 @@ describe("loop:call_later and loop:call_at", function()
     assert.is_true(ran)
   end))
 
+  it("call_at with a time long past (any negative one too) runs at once and stalls no timer", async(function()
+    local loop = lasync.get_loop()
+    local ran = {}
+    for _, t in ipairs({ -1, -2, 0 }) do
+      local h = loop:call_at(t, function() ran[#ran + 1] = t end)
+      assert.equal(t, h:when())
+    end
+    lasync.sleep(0.01)  -- a timer after them still wakes
+    assert.same({ -2, -1, 0 }, ran)
+  end))
+
   it("call_at runs at an absolute loop time, and the handle knows when", async(function()
     local loop = lasync.get_loop()
     local when = loop:time() + 0.02
