@@ -281,7 +281,7 @@ las_task_t *las_task_new(las_loop_t *loop, las_step_cb step, void *ud) {
   t->waited = NULL;
   las__timer_init(loop, &t->timer);
   t->wait = LAS__W_NONE;
-  t->must_cancel = false;
+  t->must_cancel = t->cancel_sent = false;
   t->ncancel = 0;
   loop->ntasks++;
   return t;
@@ -302,8 +302,8 @@ las_future_t *las_task_waited(const las_task_t *t) { return t->waited; }
 int las_task_suspended(const las_task_t *t) { return t->wait != LAS__W_NONE; }
 
 int las_task_take_cancel(las_task_t *t) {
-  bool c = t->must_cancel;
-  t->must_cancel = false;
+  bool c = t->must_cancel || t->cancel_sent;
+  t->must_cancel = t->cancel_sent = false;
   return c;
 }
 
@@ -427,9 +427,11 @@ int las_task_cancel(las_task_t *t) {
     break;
   }
   case LAS__W_TIMER:
+    /* The sleep is cut short, as asyncio cancels the future a sleep waits on: the wake-up
+     * raises even if uncancel() comes before it (else the sleep would just end early). */
     las_timer_stop(&t->timer);
     t->wait = LAS__W_NONE;
-    t->must_cancel = true;
+    t->cancel_sent = true;
     las_task_schedule(t);
     return 1;
   default:

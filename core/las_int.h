@@ -107,6 +107,7 @@ struct las_task_s {
   las_timer_t timer;
   unsigned char wait;
   bool must_cancel;
+  bool cancel_sent; /* a cancel cut a sleep short: it raises, whatever uncancel does after */
   int ncancel;
 };
 

@@ -63,6 +63,20 @@ describe("task:cancel()", function()
     assert.matches("shutting down", tostring(e))
   end))
 
+  it("cancel() then uncancel() before the task runs still cuts its sleep short with the error",
+    async(function()
+      local t = lasync.spawn(function()
+        local ok, e = pcall(lasync.sleep, 1, "slept")
+        return ok, lasync.is_cancelled(e)
+      end)
+      lasync.sleep(0)
+      t:cancel()
+      t:uncancel()
+      local ok, cancelled = t:await()
+      assert.is_false(ok)  -- not an early, silent end of the sleep
+      assert.is_true(cancelled)
+    end))
+
   it("a later cancel() without a message does not repeat an earlier one's", async(function()
     local msgs = {}
     local t = lasync.spawn(function()
