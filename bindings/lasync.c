@@ -507,7 +507,8 @@ static void task_errored(lstate *S, ltask *tk) {
 
 /* Stores a traceback for the failing task `tk` (in its box) and, for a table error without
  * one, in the error itself. `of` is the coroutine whose stack shows where it was raised. */
-static void record_traceback(lua_State *L, lstate *S, ltask *tk, lua_State *of, int erridx, int level) {
+static void record_traceback(lua_State *L, lstate *S, ltask *tk, lua_State *of, int erridx,
+                             int level, bool via_await) {
   erridx = lua_absindex(L, erridx);
   lasync__safe_tostring(L, erridx);
   lua_pushfstring(L, "Task-%I: %s", tk->id, lua_tostring(L, -1));
@@ -539,8 +540,10 @@ static void record_traceback(lua_State *L, lstate *S, ltask *tk, lua_State *of, 
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->strtb);
     lua_pushvalue(L, erridx);
-    bool chained = false; /* this task re-raises what it awaited: keep the origin */
-    if (lua_rawget(L, -2) == LUA_TTABLE) {
+    /* An await in this task raising what the awaited task raised: keep the origin. The same
+     * text raised afresh (by error()) gets its own traceback, as strings are kept by value. */
+    bool chained = false;
+    if (via_await && lua_rawget(L, -2) == LUA_TTABLE) {
       lua_getfield(L, -1, "last");
       chained = lua_tointeger(L, -1) == tk->id;
       lua_pop(L, 1);
@@ -567,12 +570,26 @@ static void record_traceback(lua_State *L, lstate *S, ltask *tk, lua_State *of, 
   lua_pop(L, 3);
 }
 
+static int l_await(lua_State *L);
+static int f_await(lua_State *L);
+static int f_result(lua_State *L);
+
+/* Whether the error being handled was raised by an await (or result()) passing on the error
+ * of what it awaited, rather than by error() or the like. */
+static bool raised_by_await(lua_State *L) {
+  lua_Debug ar;
+  if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "f", &ar)) return false;
+  lua_CFunction f = lua_tocfunction(L, -1);
+  lua_pop(L, 1);
+  return f == l_await || f == f_await || f == f_result;
+}
+
 /* Message handler of a task's body: runs where the error was raised, inside the task, so the
  * traceback shows the task's own stack. The error value itself goes on unchanged. */
 static int task_msgh(lua_State *L) {
   lstate *S = lasync__state(L); /* a light function: no closure to allocate per task */
   if (S->current && !is_instance(L, 1, S->cls_cancelled))
-    record_traceback(L, S, S->current, L, 1, 1);
+    record_traceback(L, S, S->current, L, 1, 1, raised_by_await(L));
   lua_settop(L, 1);
   return 1;
 }
@@ -607,7 +624,7 @@ static void task_crashed(lstate *S, ltask *tk) {
   lua_State *L = S->runL, *co = tk->co;
   lua_xmove(co, L, 1);
   int err = lua_gettop(L);
-  if (!is_instance(L, err, S->cls_cancelled)) record_traceback(L, S, tk, co, err, 0);
+  if (!is_instance(L, err, S->cls_cancelled)) record_traceback(L, S, tk, co, err, 0, false);
   if (lasync__closethread(co, L) != LUA_OK) {
     lua_xmove(co, L, 1);
     lua_replace(L, err);

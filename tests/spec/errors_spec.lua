@@ -138,6 +138,23 @@ describe("an error crossing an await", function()
     assert.matches("errors_spec.lua:" .. line .. ": plain message", e)
   end))
 
+  it("a string error raised afresh gets its own traceback, not that of an earlier same text",
+    async(function()
+      local function check(x) if not x then error("invalid input", 0) end end
+      local a
+      local b = lasync.spawn(function()
+        a = lasync.spawn(check, false)
+        assert(not pcall(a.await, a))  -- b handles a's error...
+        lasync.sleep(0)
+        check(false)                   -- ...then raises the same text itself
+      end)
+      local ok, e = pcall(b.await, b)
+      assert.is_false(ok)
+      local tb = lasync.traceback(e)
+      assert.matches(b:get_name() .. ": invalid input", tb, 1, true)
+      assert.is_nil(tb:find(a:get_name() .. ":", 1, true))
+    end))
+
   it("non-string, non-table errors pass through unchanged", async(function()
     for _, v in ipairs({42, true}) do
       local t = lasync.spawn(function() lasync.sleep(0) error(v) end)
