@@ -478,6 +478,15 @@ void lasync__detach_task(ltask *tk) {
 }
 
 static void task_done(lstate *S, ltask *tk, las_state_t st) {
+  if (S->debug) { /* for a slow-step report: once unanchored, the box may be collected */
+    lua_State *L = S->runL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
+    lua_rawgeti(L, -1, tk->ref);
+    lasync__push_taskname(L, tk, lua_gettop(L));
+    snprintf(S->donename, sizeof S->donename, "%s", lua_tostring(L, -1));
+    lua_pop(L, 3);
+    S->donetask = (las_task_t *)tk->base.f;
+  }
   las_future_complete(tk->base.f, st);
   lasync__detach_task(tk);
   lasync__unanchor(S->runL, S, tk->ref);

@@ -92,6 +92,8 @@ struct lstate {
    * than luaL_ref's free list kept in the table itself). Reset with the table each run. */
   int *freeslots, nfree, capfree, nextslot;
   char cbwhere[160];  /* debug mode: where the Lua callback now running was defined */
+  las_task_t *donetask; /* debug mode: the task that finished last, and its name (its box */
+  char donename[64];    /* may be gone by the time a slow step is reported) */
 };
 
 #define LASYNC_UV_VALUES 1  /* Future box: its value(s) or error or cancel message */

@@ -123,10 +123,14 @@ static void slow_hook(las_loop_t *loop, las_task_t *t, las_cb fn, double secs) {
   lua_State *L = S->runL;
   char dur[32];
   snprintf(dur, sizeof dur, "%.3f", secs);
-  if (t) {
+  if (t && las_future_state(las_task_future(t)) != LAS_PENDING) {
+    /* It finished in that step: its box is no longer anchored, so only what task_done kept
+     * is safe to use. */
+    lua_pushfstring(L, "Executing %s took %s seconds (it finished)",
+                    t == S->donetask ? S->donename : "a task", dur);
+  } else if (t) {
     ltask *tk = las_task_data(t);
-    bool pending = las_future_state(las_task_future(t)) == LAS_PENDING;
-    if (pending && tk->ref != LUA_NOREF) {
+    if (tk->ref != LUA_NOREF) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
       lua_rawgeti(L, -1, tk->ref);
       lasync__push_taskname(L, tk, lua_gettop(L));
@@ -137,8 +141,8 @@ static void slow_hook(las_loop_t *loop, las_task_t *t, las_cb fn, double secs) {
     }
     char where[256];
     if (lasync__where(tk->co, 0, where, sizeof where))
-      lua_pushfstring(L, "Executing %s took %s seconds (%s %s)", lua_tostring(L, -1), dur,
-                      pending ? "suspended at" : "finished at", where);
+      lua_pushfstring(L, "Executing %s took %s seconds (suspended at %s)", lua_tostring(L, -1),
+                      dur, where);
     else
       lua_pushfstring(L, "Executing %s took %s seconds", lua_tostring(L, -1), dur);
     lua_remove(L, -2);
