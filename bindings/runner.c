@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
   lua_setglobal(L, "arg");
   luaL_requiref(L, "lasync", lasync_open, 0);
   int status = 1;
-  if (luaL_loadfile(L, argv[1]) != LUA_OK) {
+  if (luaL_loadfile(L, strcmp(argv[1], "-") == 0 ? NULL : argv[1]) != LUA_OK) { /* -: stdin */
     fprintf(stderr, "lasync: %s\n", lua_tostring(L, -1));
   } else if (luaL_loadbuffer(L, driver, strlen(driver), "=lasync") == LUA_OK) {
     lua_insert(L, -3);

@@ -289,6 +289,18 @@ describe("the lasync runner", function()
   end)
   teardown(child.cleanup)
 
+  it("reads the script from stdin when it is -", function()
+    local p = script("stdin.lua", [[
+local lasync = require "lasync"
+lasync.sleep(0)
+print("from stdin", ...)
+]])
+    local code, out = child.sh(("%s < '%s'"):format(
+      ("env LUA_CPATH='%s' LUA_PATH='%s' '%s' - x y"):format(package.cpath, package.path, RUNNER), p))
+    assert.equals(0, code)
+    assert.equals("from stdin\tx\ty\n", out)
+  end)
+
   it("runs the script as the main task, with top-level await, arg and ...", function()
     local p = script("ok.lua", [[
 local lasync = require "lasync"
