@@ -329,7 +329,7 @@ static int run_protected(lua_State *L) {
   fstate *S = atomic_load(&ra->s->hub)->S;
   ctype *ft = CT(S->db, ra->s->ct);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ra->s->fnref);
-  for (int i = 0; i < ra->s->nparams; i++) ffi_pushc(L, S, S->db->params[ft->aux + i], ra->args[i], 0);
+  for (int i = 0; i < ra->s->nparams; i++) ffi_pushval(L, S, S->db->params[ft->aux + i], ra->args[i]);
   lua_call(L, ra->s->nparams, 1);
   store_ret(L, S, ra->rt, -1, ra->ret);
   return 0;
@@ -343,7 +343,7 @@ static void resolve(lua_State *L, fstate *S, cbslot *s, void **args) {
   ctype *ft = CT(S->db, s->ct);
   anchor_push(L, S, s->futref);
   int fut = lua_gettop(L);
-  for (int i = 0; i < s->nparams; i++) ffi_pushc(L, S, S->db->params[ft->aux + i], args[i], 0);
+  for (int i = 0; i < s->nparams; i++) ffi_pushval(L, S, S->db->params[ft->aux + i], args[i]);
   api.settle(L, fut, s->nparams);
   lua_settop(L, fut - 1);
 }
@@ -470,7 +470,7 @@ static int deliver_protected(lua_State *L) {
       ctype *ft = CT(S->db, s->ct);
       lua_rawgeti(L, LUA_REGISTRYINDEX, s->fnref);
       for (int i = 0; i < s->nparams; i++)
-        ffi_pushc(L, S, S->db->params[ft->aux + i], m->args[i], 0);
+        ffi_pushval(L, S, S->db->params[ft->aux + i], m->args[i]);
       lua_call(L, s->nparams, 0);
     }
     b->cur = NULL;

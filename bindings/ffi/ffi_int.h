@@ -21,6 +21,9 @@ typedef enum {
 #define CTF_VLA      0x10  /* array declared [?] */
 #define CTF_LONG     0x20  /* long double (not supported in calls) */
 
+/* The largest C object: array and record sizes are kept in 32 bits and checked against it. */
+#define CT_MAXSIZE 0x7fffffffu
+
 typedef struct ctype {
   uint8_t kind;
   uint8_t flags;
@@ -43,6 +46,7 @@ typedef struct crecord {
   char *tag;           /* NULL when anonymous */
   uint8_t kind;        /* CT_STRUCT, CT_UNION or CT_ENUM */
   uint8_t complete;
+  uint8_t esize, eunsigned;  /* CT_ENUM: 4 or 8 bytes (0: 4), and unsigned, from its values */
   int nfields, cap;
   cfield *fields;
   int self;            /* the unqualified type id naming this record */
@@ -86,9 +90,12 @@ int ct_qual(ctdb *db, int id, int flags);
 int ct_unqual(ctdb *db, int id);
 int ct_newrecord(ctdb *db, int kind, const char *tag);
 void ct_addfield(ctdb *db, int rec, const char *name, int type);
-void ct_layout(ctdb *db, int rec, int line);
+/* Lays out a completed record; -1 (and nothing changed) when it exceeds CT_MAXSIZE. */
+int ct_layout(ctdb *db, int rec, int line);
 const cfield *ct_findfield(ctdb *db, int id, const char *name, uint32_t *off);
 int ct_compatible_ptr(ctdb *db, int to, int from);
+/* The type of the flexible array member ending struct id (its offset in *off), or -1. */
+int ct_flexarray(ctdb *db, int id, uint32_t *off);
 /* Writes the C spelling of type id (with an optional declarator name) to buf. */
 size_t ct_tostring(ctdb *db, int id, const char *name, char *buf, size_t len);
 csym *ct_findsym(ctdb *db, const char *name);
@@ -98,6 +105,11 @@ void ct_rollback(ctdb *db);
 void ct_commit(ctdb *db);
 static inline ctype *CT(ctdb *db, int id) { return &db->t[id]; }
 static inline int ct_isint(const ctype *c) { return c->kind == CT_INT || c->kind == CT_ENUM || c->kind == CT_BOOL; }
+/* Unsigned integer: by its flags, or for an enum by the range of its constants. */
+static inline int ct_isunsigned(ctdb *db, const ctype *c) {
+  if (c->kind == CT_ENUM) return db->r[c->aux].eunsigned;
+  return (c->flags & CTF_UNSIGNED) != 0;
+}
 static inline int ct_isptrlike(const ctype *c) { return c->kind == CT_PTR || c->kind == CT_FUNC; }
 
 /* ---- the parser (ffi_parse.c) ---- */

@@ -54,13 +54,37 @@ cdata *ffi_newcdata(lua_State *L, fstate *S, int ct, size_t size) {
   return cd;
 }
 
-/* A reference to C memory owned by someone else; the owner (if any) stays alive. */
-static cdata *newref(lua_State *L, fstate *S, int ct, void *p, int owner) {
+size_t ffi_cdsize(ctdb *db, const cdata *cd) {
+  const ctype *c = &db->t[cd->ct];
+  if (cd->flags & CDF_VLA) {
+    uint32_t off = 0;
+    int fa = c->kind == CT_ARRAY ? cd->ct : ct_flexarray(db, cd->ct, &off);
+    if (fa < 0) return c->size;
+    size_t n = (size_t)ffi_cdcount(db, cd) * db->t[db->t[fa].base].size;
+    if (c->kind == CT_ARRAY) return n;
+    return off + n > c->size ? off + n : c->size;
+  }
+  if (c->kind == CT_ARRAY && c->n < 0 && (cd->flags & CDF_BOUND))
+    return (size_t)ffi_cdcount(db, cd) * db->t[c->base].size;
+  return c->size;
+}
+
+int64_t ffi_cdavail(ctdb *db, const cdata *cd) {
+  if (!(cd->flags & CDF_REF)) return (int64_t)ffi_cdsize(db, cd);
+  if (cd->flags & CDF_BOUND) return ffi_cdbound(cd);
+  return -1;
+}
+
+/* A reference to C memory owned by someone else; the owner (if any) stays alive. `avail`
+ * is the number of bytes of the owner from p on when known (else -1): it bounds a
+ * flexible array member reached through the reference. */
+static cdata *newref(lua_State *L, fstate *S, int ct, void *p, int owner, int64_t avail) {
   if (owner) owner = lua_absindex(L, owner);
-  cdata *cd = lua_newuserdatauv(L, sizeof(cdata), 2);
+  cdata *cd = lua_newuserdatauv(L, sizeof(cdata) + (avail >= 0 ? sizeof(int64_t) : 0), 2);
   cd->ct = ct;
   cd->flags = CDF_REF;
   cd->p = p;
+  if (avail >= 0) { cd->flags |= CDF_BOUND; ((int64_t *)(cd + 1))[0] = avail; }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cdata);
   lua_setmetatable(L, -2);
   if (owner) { lua_pushvalue(L, owner); lua_setiuservalue(L, -2, 1); }
@@ -80,7 +104,7 @@ void ffi_pushc(lua_State *L, fstate *S, int ct, void *p, int parent) {
   switch (c->kind) {
   case CT_BOOL: lua_pushboolean(L, *(uint8_t *)p != 0); return;
   case CT_INT: case CT_ENUM: {
-    int u = c->kind == CT_ENUM ? 0 : c->flags & CTF_UNSIGNED;
+    int u = ct_isunsigned(S->db, c);
     switch (c->size) {
     case 1: lua_pushinteger(L, u ? *(uint8_t *)p : *(int8_t *)p); return;
     case 2: lua_pushinteger(L, u ? *(uint16_t *)p : *(int16_t *)p); return;
@@ -101,8 +125,19 @@ void ffi_pushc(lua_State *L, fstate *S, int ct, void *p, int parent) {
   }
   case CT_VOID: lua_pushnil(L); return;
   default:
-    newref(L, S, ct, p, parent);
+    newref(L, S, ct, p, parent, -1);
   }
+}
+
+/* Pushes the Lua value of a C object that does not outlive the caller (a callback's
+ * argument, a copied message): like ffi_pushc, but a struct or union is copied into a new
+ * cdata that Lua owns instead of referenced. */
+void ffi_pushval(lua_State *L, fstate *S, int ct, void *p) {
+  ctype *c = CT(S->db, ct);
+  if (c->kind == CT_STRUCT || c->kind == CT_UNION) {
+    cdata *cd = ffi_newcdata(L, S, ct_unqual(S->db, ct), c->size);
+    memcpy(cd->p, p, c->size);
+  } else ffi_pushc(L, S, ct, p, 0);
 }
 
 int ffi_converr(lua_State *L, fstate *S, int idx, int ct, const char *ctx) {
@@ -157,6 +192,7 @@ static int64_t enum_value(lua_State *L, fstate *S, int idx, int ct, const char *
 }
 
 static void init_aggregate(lua_State *L, fstate *S, int idx, int ct, void *dst, const char *ctx, int64_t count);
+static int init_fields(lua_State *L, fstate *S, int idx, int ct, void *dst, const char *ctx, int64_t count, int *pos);
 
 /* Converts a Lua value to a pointer for type ct: nil, cdata pointers, arrays, structs and
  * functions (by address), light userdata, strings for const char pointers, and Lua
@@ -263,8 +299,19 @@ void ffi_toc(lua_State *L, fstate *S, int idx, int ct, void *dst, const char *ct
   }
 }
 
+static int64_t flexcount(ctdb *db, int arr, int64_t bytes) {
+  uint32_t esz = db->t[db->t[arr].base].size;
+  return bytes <= 0 || !esz ? 0 : bytes / esz;
+}
+
+static void too_many(lua_State *L, fstate *S, int ct, const char *ctx) {
+  luaL_error(L, "%s: too many initializers for '%s'", ctx, ffi_typename(S, ct, (char[160]){0}, 160));
+}
+
 /* Initialises an array or struct from a table ({1, 2, 3}, {x = 1}, or positional), a
- * string (char arrays) or a single value copied into every array element. */
+ * string (char arrays) or a single value copied into every array element. `count` is the
+ * element count of a [?] array, or for a struct the element count of its flexible array
+ * member (-1: what fits in the struct's own size). */
 static void init_aggregate(lua_State *L, fstate *S, int idx, int ct, void *dst, const char *ctx, int64_t count) {
   ctype *c = CT(S->db, ct);
   idx = lua_absindex(L, idx);
@@ -273,17 +320,22 @@ static void init_aggregate(lua_State *L, fstate *S, int idx, int ct, void *dst, 
     int64_t n = count >= 0 ? count : c->n < 0 ? 0 : c->n;
     if (lua_type(L, idx) == LUA_TSTRING && e->kind == CT_INT && e->size == 1) {
       size_t len; const char *s = lua_tolstring(L, idx, &len);
-      if ((int64_t)len > n) luaL_error(L, "%s: string of length %d too long for '%s'", ctx, (int)len,
+      if ((int64_t)len > n) luaL_error(L, "%s: string of length %I too long for '%s'", ctx, (lua_Integer)len,
                                         ffi_typename(S, ct, (char[160]){0}, 160));
-      memcpy(dst, s, len);
+      if (len) memcpy(dst, s, len);
       return;
     }
     if (lua_istable(L, idx)) {
       int base = lua_rawgeti(L, idx, 0) != LUA_TNIL ? 0 : 1;
       lua_pop(L, 1);
-      for (int64_t i = 0; i < n; i++) {
+      int64_t i = 0;
+      for (; i < n; i++) {
         if (lua_rawgeti(L, idx, (lua_Integer)(i + base)) == LUA_TNIL) { lua_pop(L, 1); break; }
         ffi_toc(L, S, -1, c->base, (char *)dst + i * e->size, ctx, TOC_INIT);
+        lua_pop(L, 1);
+      }
+      if (i == n) {
+        if (lua_rawgeti(L, idx, (lua_Integer)(n + base)) != LUA_TNIL) too_many(L, S, ct, ctx);
         lua_pop(L, 1);
       }
       return;
@@ -292,20 +344,50 @@ static void init_aggregate(lua_State *L, fstate *S, int idx, int ct, void *dst, 
     return;
   }
   if (!lua_istable(L, idx)) ffi_converr(L, S, idx, ct, ctx);
-  crecord *r = &S->db->r[c->aux];
   int pos = 1;
+  init_fields(L, S, idx, ct, dst, ctx, count, &pos);
+  if (lua_rawgeti(L, idx, pos) != LUA_TNIL) too_many(L, S, ct, ctx);
+  lua_pop(L, 1);
+}
+
+/* The fields of a struct or union from the table at idx, each by its name or else by the
+ * next position (*pos); the fields of an anonymous member are the struct's own, as in C.
+ * A union takes its first field given. Returns whether any field was set. */
+static int init_fields(lua_State *L, fstate *S, int idx, int ct, void *dst, const char *ctx, int64_t count, int *pos) {
+  ctype *c = CT(S->db, ct);
+  crecord *r = &S->db->r[c->aux];
+  uint32_t famoff = 0;
+  int fam = ct_flexarray(S->db, ct, &famoff);
+  int any = 0;
   for (int i = 0; i < r->nfields; i++) {
     cfield *f = &r->fields[i];
-    if (!f->name) continue;
+    if (!f->name) {
+      if (init_fields(L, S, idx, f->type, (char *)dst + f->offset, ctx, -1, pos)) {
+        any = 1;
+        if (c->kind == CT_UNION) break;
+      }
+      continue;
+    }
     if (lua_getfield(L, idx, f->name) == LUA_TNIL) {
       lua_pop(L, 1);
-      if (lua_rawgeti(L, idx, pos) == LUA_TNIL) { lua_pop(L, 1); continue; }
-      pos++;
+      if (lua_rawgeti(L, idx, *pos) == LUA_TNIL) { lua_pop(L, 1); continue; }
+      (*pos)++;
     }
-    ffi_toc(L, S, -1, f->type, (char *)dst + f->offset, ctx, TOC_INIT);
+    if (f->type == fam && i == r->nfields - 1) {  /* the flexible array: as many as were allocated */
+      int64_t n = count >= 0 ? count : flexcount(S->db, fam, (int64_t)c->size - famoff);
+      cdata *src = ffi_tocdata(L, S, -1);
+      if (src && CT(S->db, src->ct)->kind == CT_ARRAY &&
+          ct_unqual(S->db, CT(S->db, src->ct)->base) == ct_unqual(S->db, CT(S->db, fam)->base)) {
+        size_t want = (size_t)n * CT(S->db, CT(S->db, fam)->base)->size, have = ffi_cdsize(S->db, src);
+        if (have > want) too_many(L, S, fam, ctx);
+        if (have) memcpy((char *)dst + f->offset, src->p, have);
+      } else init_aggregate(L, S, -1, fam, (char *)dst + f->offset, ctx, n);
+    } else ffi_toc(L, S, -1, f->type, (char *)dst + f->offset, ctx, TOC_INIT);
     lua_pop(L, 1);
+    any = 1;
     if (c->kind == CT_UNION) break;
   }
+  return any;
 }
 
 /* Resolves a type argument: a C type string (parsed once, then cached), a ctype object or
@@ -356,26 +438,42 @@ static size_t checksize(lua_State *L, fstate *S, int ct, const char *ctx) {
   return c->size;
 }
 
-/* ffi.new(ct [, n] [, init...]): a zeroed object owned by Lua's GC, then initialised. */
-/* ffi.new(ct [, n] [, init...]): a zeroed object owned by Lua's GC, then initialised. */
+/* The size of a [?] array of n elements, or of a struct whose flexible array member
+ * (at offset off) has n elements; raises for a count that is negative or too large. */
+static size_t vsize(lua_State *L, fstate *S, int arr, uint32_t off, size_t fixed, lua_Integer n, const char *ctx) {
+  size_t esz = CT(S->db, CT(S->db, arr)->base)->size;
+  if (n < 0 || (esz && (uint64_t)n > (CT_MAXSIZE - off) / esz))
+    luaL_error(L, "%s: bad array size %I", ctx, (lua_Integer)n);
+  size_t sz = off + (size_t)n * esz;
+  return sz > fixed ? sz : fixed;
+}
+
+/* ffi.new(ct [, n] [, init...]): a zeroed object owned by Lua's GC, then initialised. A
+ * "T[?]" array takes its count first; so does a struct ending in a flexible array member
+ * when the first argument after the type is a number (a variable-length struct). */
 static int f_new(lua_State *L) {
   fstate *S = ffi_state(L);
   int ct = ffi_checkct(L, S, 1, "ffi.new");
   ctype *c = CT(S->db, ct);
-  int first = 2;
+  int first = 2, fam = -1;
   int64_t count = -1;
   size_t size;
   if (c->kind == CT_ARRAY && (c->flags & CTF_VLA)) {
-    lua_Integer n = luaL_checkinteger(L, 2);
-    size_t esz = CT(S->db, c->base)->size;
-    if (n < 0 || (esz && (uint64_t)n > 0x7fffffffu / esz))
-      return luaL_error(L, "ffi.new: bad array size %d", (int)n);
-    count = n;
-    size = (size_t)n * esz;
+    count = luaL_checkinteger(L, 2);
+    size = vsize(L, S, ct, 0, 0, count, "ffi.new");
     first = 3;
   } else if (c->kind == CT_ARRAY && c->n < 0)
     return luaL_error(L, "ffi.new: array size of '%s' unknown (use '[?]')", ffi_typename(S, ct, (char[160]){0}, 160));
-  else size = checksize(L, S, ct, "ffi.new");
+  else {
+    uint32_t off = 0;
+    size = checksize(L, S, ct, "ffi.new");
+    fam = ct_flexarray(S->db, ct, &off);
+    if (fam >= 0 && lua_type(L, 2) == LUA_TNUMBER) {
+      count = luaL_checkinteger(L, 2);
+      size = vsize(L, S, fam, off, size, count, "ffi.new");
+      first = 3;
+    }
+  }
   int top = lua_gettop(L);
   cdata *cd;
   if (count >= 0) {  /* the count goes in a 16-byte prefix, keeping the payload aligned */
@@ -387,7 +485,7 @@ static int f_new(lua_State *L) {
   int nv = top - first + 1;
   if (nv <= 0) return 1;
   int scalar = c->kind != CT_ARRAY && c->kind != CT_STRUCT && c->kind != CT_UNION;
-  if (nv == 1 && count < 0) {
+  if (nv == 1 && (count < 0 || (fam >= 0 && ffi_tocdata(L, S, first)))) {
     ffi_toc(L, S, first, ct, cd->p, "ffi.new", TOC_INIT);
     return 1;
   }
@@ -435,7 +533,13 @@ static int f_sizeof(lua_State *L) {
   ctype *c = CT(S->db, ct);
   if (c->kind == CT_ARRAY && (c->flags & CTF_VLA || c->n < 0)) {
     if (lua_isnoneornil(L, 2)) { lua_pushnil(L); return 1; }
-    lua_pushinteger(L, luaL_checkinteger(L, 2) * (lua_Integer)CT(S->db, c->base)->size);
+    lua_pushinteger(L, (lua_Integer)vsize(L, S, ct, 0, 0, luaL_checkinteger(L, 2), "ffi.sizeof"));
+    return 1;
+  }
+  uint32_t off = 0;
+  int fam = ct_flexarray(S->db, ct, &off);
+  if (fam >= 0 && !lua_isnoneornil(L, 2)) {  /* a variable-length struct */
+    lua_pushinteger(L, (lua_Integer)vsize(L, S, fam, off, c->size, luaL_checkinteger(L, 2), "ffi.sizeof"));
     return 1;
   }
   if (c->kind == CT_FUNC || c->kind == CT_VOID ||
@@ -486,69 +590,119 @@ static int f_istype(lua_State *L) {
   return 1;
 }
 
-/* The address a cdata or light userdata stands for, for string/copy/fill. */
-static void *addrof(lua_State *L, fstate *S, int idx, const char *ctx) {
+/* The address a cdata or light userdata stands for, for string/copy/fill, and in *avail
+ * (if given) the bytes known to be there (see ffi_cdavail), -1 behind a pointer. */
+static void *addrofn(lua_State *L, fstate *S, int idx, const char *ctx, int64_t *avail) {
+  if (avail) *avail = -1;
   if (lua_type(L, idx) == LUA_TLIGHTUSERDATA) return lua_touserdata(L, idx);
   cdata *cd = ffi_tocdata(L, S, idx);
   if (!cd) luaL_error(L, "%s: cdata pointer expected, got %s", ctx, luaL_typename(L, idx));
   ctype *c = CT(S->db, cd->ct);
   if (c->kind == CT_PTR) return *(void **)cd->p;
-  if (c->kind == CT_ARRAY || c->kind == CT_STRUCT || c->kind == CT_UNION) return cd->p;
+  if (c->kind == CT_ARRAY || c->kind == CT_STRUCT || c->kind == CT_UNION) {
+    if (avail) *avail = ffi_cdavail(S->db, cd);
+    return cd->p;
+  }
   luaL_error(L, "%s: cannot take the address of a '%s'", ctx, ffi_typename(S, cd->ct, (char[160]){0}, 160));
   return NULL;
 }
 
+static void *addrof(lua_State *L, fstate *S, int idx, const char *ctx) {
+  return addrofn(L, S, idx, ctx, NULL);
+}
+
+/* The destination of ffi.copy and ffi.fill: like addrofn, but never const memory (a Lua
+ * string behind a `const char *`, say), which converts to `void *` no more than in calls. */
+static void *dstof(lua_State *L, fstate *S, int idx, const char *ctx, int64_t *avail) {
+  void *p = addrofn(L, S, idx, ctx, avail);
+  cdata *cd = ffi_tocdata(L, S, idx);
+  if (cd) {
+    ctype *c = CT(S->db, cd->ct);
+    ctype *t = c->kind == CT_PTR || c->kind == CT_ARRAY ? CT(S->db, c->base) : c;
+    if (t->kind == CT_ARRAY) t = CT(S->db, t->base);  /* a const array is one of const elements */
+    if (t->flags & CTF_CONST)
+      luaL_error(L, "%s: cannot write through '%s'", ctx, ffi_typename(S, cd->ct, (char[160]){0}, 160));
+  }
+  return p;
+}
+
 static int f_string(lua_State *L) {
   fstate *S = ffi_state(L);
-  void *p = addrof(L, S, 1, "ffi.string");
-  if (!p) return luaL_error(L, "ffi.string: NULL pointer");
-  if (lua_isnoneornil(L, 2)) lua_pushstring(L, p);
-  else {
+  int64_t avail;
+  void *p = addrofn(L, S, 1, "ffi.string", &avail);
+  if (lua_isnoneornil(L, 2)) {
+    if (!p) return luaL_error(L, "ffi.string: NULL pointer");
+    lua_pushstring(L, p);
+  } else {
     lua_Integer n = luaL_checkinteger(L, 2);
     if (n < 0) return luaL_error(L, "ffi.string: negative length");
+    if (n == 0) { lua_pushliteral(L, ""); return 1; }  /* even from NULL, as LuaJIT */
+    if (!p) return luaL_error(L, "ffi.string: NULL pointer");
+    if (avail >= 0 && n > avail)
+      return luaL_error(L, "ffi.string: length %I beyond the %I bytes of the object", (lua_Integer)n, (lua_Integer)avail);
     lua_pushlstring(L, p, (size_t)n);
   }
   return 1;
 }
 
+/* ffi.copy and ffi.fill check the length against what is known of the objects: a cdata
+ * array or struct has its size, memory behind a pointer is the caller's business (as in
+ * C). A zero length touches nothing, not even a NULL pointer. */
 static int f_copy(lua_State *L) {
   fstate *S = ffi_state(L);
-  void *dst = addrof(L, S, 1, "ffi.copy");
-  size_t n;
+  int64_t room, have = -1;
+  void *dst = dstof(L, S, 1, "ffi.copy", &room);
+  lua_Integer n;
   const void *src;
   if (lua_type(L, 2) == LUA_TSTRING) {
-    src = lua_tolstring(L, 2, &n);
-    n = lua_isnoneornil(L, 3) ? n + 1 : (size_t)luaL_checkinteger(L, 3);
-    size_t len = lua_rawlen(L, 2) + 1;
-    if (n > len) return luaL_error(L, "ffi.copy: length %d beyond the string", (int)n);
+    size_t len;
+    src = lua_tolstring(L, 2, &len);
+    n = lua_isnoneornil(L, 3) ? (lua_Integer)len + 1 : luaL_checkinteger(L, 3);
+    if (n < 0) return luaL_error(L, "ffi.copy: negative length");
+    if ((uint64_t)n > len + 1) return luaL_error(L, "ffi.copy: length %I beyond the string", n);
   } else {
-    src = addrof(L, S, 2, "ffi.copy");
-    lua_Integer l = luaL_checkinteger(L, 3);
-    if (l < 0) return luaL_error(L, "ffi.copy: negative length");
-    n = (size_t)l;
+    src = addrofn(L, S, 2, "ffi.copy", &have);
+    n = luaL_checkinteger(L, 3);
+    if (n < 0) return luaL_error(L, "ffi.copy: negative length");
   }
-  if (n && (!dst || !src)) return luaL_error(L, "ffi.copy: NULL pointer");
-  memmove(dst, src, n);
+  if (n == 0) return 0;
+  if (!dst || !src) return luaL_error(L, "ffi.copy: NULL pointer");
+  if (room >= 0 && n > room)
+    return luaL_error(L, "ffi.copy: length %I beyond the %I bytes of the destination", n, (lua_Integer)room);
+  if (have >= 0 && n > have)
+    return luaL_error(L, "ffi.copy: length %I beyond the %I bytes of the source", n, (lua_Integer)have);
+  memmove(dst, src, (size_t)n);
   return 0;
 }
 
 static int f_fill(lua_State *L) {
   fstate *S = ffi_state(L);
-  void *dst = addrof(L, S, 1, "ffi.fill");
+  int64_t room;
+  void *dst = dstof(L, S, 1, "ffi.fill", &room);
   lua_Integer n = luaL_checkinteger(L, 2);
   int c = (int)luaL_optinteger(L, 3, 0);
   if (n < 0) return luaL_error(L, "ffi.fill: negative length");
-  if (n && !dst) return luaL_error(L, "ffi.fill: NULL pointer");
+  if (n == 0) return 0;
+  if (!dst) return luaL_error(L, "ffi.fill: NULL pointer");
+  if (room >= 0 && n > room)
+    return luaL_error(L, "ffi.fill: length %I beyond the %I bytes of the destination", n, (lua_Integer)room);
   memset(dst, c, (size_t)n);
   return 0;
 }
 
 /* ffi.gc(cd, fn): switches the cdata to the metatable that has __gc (objects are only
- * finalised when their metatable had __gc when it was set) and stores fn. */
+ * finalised when their metatable had __gc when it was set) and stores fn: a Lua function,
+ * or a C function or function pointer cdata (ffi.gc(p, ffi.C.free)), called with cd. */
 static int f_gc(lua_State *L) {
   fstate *S = ffi_state(L);
   checkcd(L, S, 1, "ffi.gc");
-  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 2) && !lua_isfunction(L, 2)) {
+    cdata *fn = ffi_tocdata(L, S, 2);
+    ctype *c = fn ? CT(S->db, fn->ct) : NULL;
+    if (!c) return luaL_error(L, "ffi.gc: function or C function expected, got %s", luaL_typename(L, 2));
+    if (!(c->kind == CT_FUNC || (c->kind == CT_PTR && CT(S->db, c->base)->kind == CT_FUNC)))
+      return luaL_error(L, "ffi.gc: function or C function expected, got '%s'", ffi_typename(S, fn->ct, (char[160]){0}, 160));
+  }
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cdata_gc);
@@ -557,7 +711,8 @@ static int f_gc(lua_State *L) {
 }
 
 static int cd_gc(lua_State *L) {
-  if (lua_getiuservalue(L, 1, 2) == LUA_TFUNCTION) {
+  int t = lua_getiuservalue(L, 1, 2);
+  if (t == LUA_TFUNCTION || t == LUA_TUSERDATA) {  /* a C function is called through __call */
     lua_pushnil(L);
     lua_setiuservalue(L, 1, 2);
     lua_pushvalue(L, 1);
@@ -577,7 +732,11 @@ static int f_errno(lua_State *L) {
 static int f_tonumber(lua_State *L) {
   fstate *S = ffi_state(L);
   cdata *cd = ffi_tocdata(L, S, 1);
-  if (!cd) { lua_pushnumber(L, 0); lua_arith(L, LUA_OPADD); return 1; }
+  if (!cd) {  /* like tonumber: numbers and numeric strings convert, anything else is nil */
+    if (lua_type(L, 1) == LUA_TNUMBER) lua_pushvalue(L, 1);
+    else if (lua_type(L, 1) != LUA_TSTRING || !lua_stringtonumber(L, lua_tostring(L, 1))) lua_pushnil(L);
+    return 1;
+  }
   ctype *c = CT(S->db, cd->ct);
   if (c->kind == CT_PTR) lua_pushinteger(L, (lua_Integer)(intptr_t) * (void **)cd->p);
   else if (ct_isint(c) || c->kind == CT_FLOAT) ffi_pushc(L, S, cd->ct, cd->p, 0);
@@ -605,13 +764,16 @@ static int f_cdef(lua_State *L) {
 
 /* ---- element access ---- */
 
-/* Finds the C object that cd[key] designates: its type, address, and for const objects
- * a flag. Raises a clear error for keys that designate nothing. */
-static void *locate(lua_State *L, fstate *S, cdata *cd, int key, int *ct, const char *ctx) {
+/* Finds the C object that cd[key] designates: its type, address, and in *avail the bytes
+ * of the enclosing object from there on (-1 when it was reached through a pointer, whose
+ * extent is unknown). Raises a clear error for keys that designate nothing, and for
+ * indices outside an array whose element count is known. */
+static void *locate(lua_State *L, fstate *S, cdata *cd, int key, int *ct, int64_t *avail, const char *ctx) {
   ctdb *db = S->db;
   ctype *c = CT(db, cd->ct);
   char *base = cd->p;
   int t = cd->ct;
+  int64_t have = -1;
   if (c->kind == CT_PTR) {
     base = *(void **)cd->p;
     t = c->base;
@@ -620,16 +782,20 @@ static void *locate(lua_State *L, fstate *S, cdata *cd, int key, int *ct, const 
       if (tc->size == 0) luaL_error(L, "%s: cannot index a pointer to '%s'", ctx, ffi_typename(S, t, (char[160]){0}, 160));
       if (!base) luaL_error(L, "%s: NULL pointer dereference", ctx);
       *ct = t;
-      return base + luaL_checkinteger(L, key) * (lua_Integer)tc->size;
+      *avail = -1;
+      return (char *)((uintptr_t)base + (uint64_t)luaL_checkinteger(L, key) * tc->size);  /* C's p[i] */
     }
     c = tc;
-  }
+  } else have = ffi_cdavail(db, cd);
   if (c->kind == CT_ARRAY && lua_type(L, key) == LUA_TNUMBER) {
     lua_Integer i = luaL_checkinteger(L, key);
     int64_t n = c == CT(db, cd->ct) ? ffi_cdcount(db, cd) : c->n;
-    if (n >= 0 && (i < 0 || i >= n)) luaL_error(L, "%s: index %d out of range for '%s'", ctx, (int)i, ffi_typename(S, t, (char[160]){0}, 160));
+    if (n >= 0 && (i < 0 || i >= n))
+      luaL_error(L, "%s: index %I out of range for '%s'", ctx, (lua_Integer)i, ffi_typename(S, t, (char[160]){0}, 160));
+    uint32_t esz = CT(db, c->base)->size;
     *ct = c->base;
-    return base + i * (lua_Integer)CT(db, c->base)->size;
+    *avail = have >= 0 ? (int64_t)esz : -1;  /* an element is its own object */
+    return (char *)((uintptr_t)base + (uint64_t)i * esz);
   }
   if ((c->kind == CT_STRUCT || c->kind == CT_UNION) && lua_type(L, key) == LUA_TSTRING) {
     uint32_t off = 0;
@@ -637,6 +803,7 @@ static void *locate(lua_State *L, fstate *S, cdata *cd, int key, int *ct, const 
     if (!f) luaL_error(L, "%s: '%s' has no member named '%s'", ctx, ffi_typename(S, t, (char[160]){0}, 160), lua_tostring(L, key));
     if (!base) luaL_error(L, "%s: NULL pointer dereference", ctx);
     *ct = (c->flags & CTF_CONST) ? ct_qual(db, f->type, CTF_CONST) : f->type;
+    *avail = have < 0 ? -1 : have > (int64_t)off ? have - off : 0;
     return base + off;
   }
   luaL_error(L, "%s: cannot index '%s' with a %s", ctx, ffi_typename(S, cd->ct, (char[160]){0}, 160), luaL_typename(L, key));
@@ -652,8 +819,12 @@ static int cd_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING && (c->kind == CT_FUNC || (c->kind == CT_PTR && CT(S->db, c->base)->kind == CT_FUNC)))
     return ffi_cd_method(L, S, cd);
   int ct;
-  void *p = locate(L, S, cd, 2, &ct, "cdata index");
-  ffi_pushc(L, S, ct, p, 1);
+  int64_t avail;
+  void *p = locate(L, S, cd, 2, &ct, &avail, "cdata index");
+  ctype *rc = CT(S->db, ct);
+  if (rc->kind == CT_STRUCT || rc->kind == CT_UNION || rc->kind == CT_ARRAY)
+    newref(L, S, ct, p, 1, avail);  /* the extent travels with the reference */
+  else ffi_pushc(L, S, ct, p, 1);
   return 1;
 }
 
@@ -661,10 +832,13 @@ static int cd_newindex(lua_State *L) {
   fstate *S = ffi_state(L);
   cdata *cd = checkcd(L, S, 1, "cdata assignment");
   int ct;
-  void *p = locate(L, S, cd, 2, &ct, "cdata assignment");
+  int64_t avail;
+  void *p = locate(L, S, cd, 2, &ct, &avail, "cdata assignment");
   ctype *c = CT(S->db, ct);
   if (c->flags & CTF_CONST) return luaL_error(L, "cdata assignment: '%s' is const", ffi_typename(S, ct, (char[160]){0}, 160));
-  ffi_toc(L, S, 3, ct, p, "cdata assignment", 0);
+  if (c->kind == CT_ARRAY && c->n < 0 && avail >= 0 && !ffi_tocdata(L, S, 3))  /* a flexible array member */
+    init_aggregate(L, S, 3, ct, p, "cdata assignment", flexcount(S->db, ct, avail));
+  else ffi_toc(L, S, 3, ct, p, "cdata assignment", 0);
   return 0;
 }
 
@@ -673,7 +847,9 @@ static int cd_len(lua_State *L) {
   cdata *cd = checkcd(L, S, 1, "#");
   ctype *c = CT(S->db, cd->ct);
   if (c->kind != CT_ARRAY) return luaL_error(L, "attempt to get length of '%s'", ffi_typename(S, cd->ct, (char[160]){0}, 160));
-  lua_pushinteger(L, ffi_cdcount(S->db, cd));
+  int64_t n = ffi_cdcount(S->db, cd);
+  if (n < 0) return luaL_error(L, "attempt to get length of '%s' (size unknown)", ffi_typename(S, cd->ct, (char[160]){0}, 160));
+  lua_pushinteger(L, n);
   return 1;
 }
 
@@ -710,6 +886,39 @@ static int isscalar(fstate *S, cdata *cd) {
   return cd && (ct_isint(CT(S->db, cd->ct)) || CT(S->db, cd->ct)->kind == CT_FLOAT);
 }
 
+/* A 64-bit unsigned cdata: its Lua value is an integer with the same bits, so arithmetic
+ * and comparison that depend on the sign have to treat it apart. */
+static int isu64(fstate *S, cdata *cd) {
+  ctype *c = CT(S->db, cd->ct);
+  return ct_isint(c) && c->size == 8 && ct_isunsigned(S->db, c);
+}
+
+/* Replaces the value at idx (an integer from a uint64_t) by its value as a float. */
+static void u64_tofloat(lua_State *L, int idx) {
+  lua_pushnumber(L, (lua_Number)(uint64_t)lua_tointeger(L, idx));
+  lua_replace(L, idx);
+}
+
+/* Operands of an operation on scalar cdata, as Lua numbers on slots 1 and 2. When one was
+ * a uint64_t, both integers are operated on as C does (unsigned), and an integer from a
+ * uint64_t meets a float as its unsigned value. Returns 1 when the result is pushed. */
+static int u64_operands(lua_State *L, int op, const int *u) {
+  if (!u[0] && !u[1]) return 0;
+  if (lua_isinteger(L, 1) && lua_isinteger(L, 2) && (op == LUA_OPMOD || op == LUA_OPIDIV ||
+      op == LUA_OPLT || op == LUA_OPLE)) {
+    uint64_t x = (uint64_t)lua_tointeger(L, 1), y = (uint64_t)lua_tointeger(L, 2);
+    if (op == LUA_OPLT) { lua_pushboolean(L, x < y); return 1; }
+    if (op == LUA_OPLE) { lua_pushboolean(L, x <= y); return 1; }
+    if (y == 0) return luaL_error(L, "attempt to perform 'n%s0'", op == LUA_OPMOD ? "%" : "//");
+    lua_pushinteger(L, (lua_Integer)(op == LUA_OPMOD ? x % y : x / y));
+    return 1;
+  }
+  int intop = lua_isinteger(L, 1) && lua_isinteger(L, 2) && op != LUA_OPDIV && op != LUA_OPPOW;
+  if (!intop)  /* add, sub, mul, unm and eq of two integers keep their bits */
+    for (int i = 0; i < 2; i++) if (u[i]) u64_tofloat(L, i + 1);
+  return 0;
+}
+
 /* Arithmetic on scalar cdata converts both sides to Lua numbers; on pointers it is C's
  * pointer arithmetic scaled by the element size. */
 static int arith(lua_State *L, int op) {
@@ -723,20 +932,23 @@ static int arith(lua_State *L, int op) {
       return 1;
     }
     if (op != LUA_OPADD && op != LUA_OPSUB) return luaL_error(L, "invalid pointer arithmetic");
-    lua_Integer n = luaL_checkinteger(L, 2);
-    pushptr(L, S, ct_ptr(S->db, ea, 0), pa + (op == LUA_OPADD ? n : -n) * (lua_Integer)sa);
+    uint64_t d = (uint64_t)luaL_checkinteger(L, 2) * sa;  /* wraps like the address does */
+    pushptr(L, S, ct_ptr(S->db, ea, 0), (void *)(op == LUA_OPADD ? (uintptr_t)pa + d : (uintptr_t)pa - d));
     return 1;
   }
   if (b && op == LUA_OPADD && ptrinfo(S, b, &pb, &sb, &eb)) {
-    pushptr(L, S, ct_ptr(S->db, eb, 0), pb + luaL_checkinteger(L, 1) * (lua_Integer)sb);
+    pushptr(L, S, ct_ptr(S->db, eb, 0), (void *)((uintptr_t)pb + (uint64_t)luaL_checkinteger(L, 1) * sb));
     return 1;
   }
+  int u[2] = { 0, 0 };
   for (int i = 1; i <= 2; i++) {
     cdata *x = i == 1 ? a : b;
     if (x && !isscalar(S, x)) return luaL_error(L, "attempt to perform arithmetic on '%s'", ffi_typename(S, x->ct, (char[160]){0}, 160));
-    if (x) { ffi_pushc(L, S, x->ct, x->p, 0); lua_replace(L, i); }
+    if (x) { u[i - 1] = isu64(S, x); ffi_pushc(L, S, x->ct, x->p, 0); lua_replace(L, i); }
   }
   lua_settop(L, 2);
+  if (op == LUA_OPUNM) u[1] = u[0];
+  if (u64_operands(L, op, u)) return 1;
   lua_arith(L, op);
   return 1;
 }
@@ -747,12 +959,15 @@ static int cd_mul(lua_State *L) { return arith(L, LUA_OPMUL); }
 static int cd_div(lua_State *L) { return arith(L, LUA_OPDIV); }
 static int cd_mod(lua_State *L) { return arith(L, LUA_OPMOD); }
 static int cd_unm(lua_State *L) { return arith(L, LUA_OPUNM); }
+static int cd_idiv(lua_State *L) { return arith(L, LUA_OPIDIV); }
+static int cd_pow(lua_State *L) { return arith(L, LUA_OPPOW); }
 
 /* Comparison key of a cdata: its address for pointers, arrays and records. */
-static int cmpval(lua_State *L, fstate *S, int idx, int *isptr, uintptr_t *addr) {
+static int cmpval(lua_State *L, fstate *S, int idx, int *isptr, uintptr_t *addr, int *u) {
   cdata *cd = ffi_tocdata(L, S, idx);
   char *p; size_t sz; int e;
   *isptr = 0;
+  *u = cd && isscalar(S, cd) && isu64(S, cd);
   if (cd && ptrinfo(S, cd, &p, &sz, &e)) { *isptr = 1; *addr = (uintptr_t)p; return 1; }
   if (cd && CT(S->db, cd->ct)->kind == CT_FUNC) { *isptr = 1; *addr = (uintptr_t) * (void **)cd->p; return 1; }
   if (cd && isscalar(S, cd)) { ffi_pushc(L, S, cd->ct, cd->p, 0); lua_replace(L, idx); return 1; }
@@ -762,8 +977,8 @@ static int cmpval(lua_State *L, fstate *S, int idx, int *isptr, uintptr_t *addr)
 
 static int compare(lua_State *L, int op) {
   fstate *S = ffi_state(L);
-  int pa, pb; uintptr_t aa = 0, ab = 0;
-  int oka = cmpval(L, S, 1, &pa, &aa), okb = cmpval(L, S, 2, &pb, &ab);
+  int pa, pb, u[2]; uintptr_t aa = 0, ab = 0;
+  int oka = cmpval(L, S, 1, &pa, &aa, &u[0]), okb = cmpval(L, S, 2, &pb, &ab, &u[1]);
   if (pa && pb) {
     lua_pushboolean(L, op == LUA_OPEQ ? aa == ab : op == LUA_OPLT ? aa < ab : aa <= ab);
     return 1;
@@ -772,6 +987,7 @@ static int compare(lua_State *L, int op) {
     if (op == LUA_OPEQ) { lua_pushboolean(L, 0); return 1; }
     return luaL_error(L, "attempt to compare %s with %s", luaL_typename(L, 1), luaL_typename(L, 2));
   }
+  if (u64_operands(L, op, u)) return 1;
   lua_pushboolean(L, lua_compare(L, 1, 2, op));
   return 1;
 }
@@ -830,7 +1046,10 @@ ffi_type *ffi_typeof(lua_State *L, fstate *S, int ct, const char *ctx) {
   switch (c->kind) {
   case CT_VOID: return &ffi_type_void;
   case CT_BOOL: return &ffi_type_uint8;
-  case CT_ENUM: return &ffi_type_sint32;
+  case CT_ENUM: {
+    int u = ct_isunsigned(S->db, c);
+    return c->size == 8 ? (u ? &ffi_type_uint64 : &ffi_type_sint64) : (u ? &ffi_type_uint32 : &ffi_type_sint32);
+  }
   case CT_INT: {
     int u = c->flags & CTF_UNSIGNED;
     switch (c->size) {
@@ -1334,7 +1553,8 @@ static const luaL_Reg cdata_mt[] = {
   { "__index", cd_index }, { "__newindex", cd_newindex }, { "__call", cd_call },
   { "__tostring", cd_tostring }, { "__len", cd_len }, { "__eq", cd_eq }, { "__lt", cd_lt },
   { "__le", cd_le }, { "__add", cd_add }, { "__sub", cd_sub }, { "__mul", cd_mul },
-  { "__div", cd_div }, { "__mod", cd_mod }, { "__unm", cd_unm }, { NULL, NULL }
+  { "__div", cd_div }, { "__mod", cd_mod }, { "__unm", cd_unm }, { "__idiv", cd_idiv },
+  { "__pow", cd_pow }, { NULL, NULL }
 };
 
 static const luaL_Reg funcs[] = {

@@ -65,18 +65,33 @@ typedef struct cdata {
 
 #define CDF_REF 1
 #define CDF_FN 4              /* library function: payload caches its cif and state */
-#define CDF_VLA 8             /* a [?] array: its element count is stored before the payload */
+#define CDF_VLA 8             /* a [?] array or a struct allocated with a count for its flexible
+                               * array member: the count is stored before the payload */
+#define CDF_BOUND 16          /* a reference into an object of known size (made through its
+                               * fields and elements, not through a pointer): the bytes of
+                               * that object from p on follow the header, as an int64_t */
 
-/* The element count of an array cdata. A [?] array keeps the type "T[?]" (so that
- * buffers of every size do not each add a type) and its count in front of its payload. */
+static inline int64_t ffi_cdbound(const cdata *cd) { return ((const int64_t *)(cd + 1))[0]; }
+
+/* The element count of an array cdata, -1 when unknown. A [?] array keeps the type "T[?]"
+ * (so that buffers of every size do not each add a type) and its count in front of its
+ * payload; a flexible array member reached through a struct of known size has as many
+ * elements as fit in the rest of it; one reached through a pointer has no known count. */
 static inline int64_t ffi_cdcount(ctdb *db, const cdata *cd) {
-  return (cd->flags & CDF_VLA) ? ((const int64_t *)cd->p)[-2] : db->t[cd->ct].n;
+  const ctype *c = &db->t[cd->ct];
+  if (cd->flags & CDF_VLA) return ((const int64_t *)cd->p)[-2];
+  if (c->n < 0 && (cd->flags & CDF_BOUND)) {
+    uint32_t esz = db->t[c->base].size;
+    return esz ? ffi_cdbound(cd) / esz : 0;
+  }
+  return c->n;
 }
 
-static inline size_t ffi_cdsize(ctdb *db, const cdata *cd) {
-  if (!(cd->flags & CDF_VLA)) return db->t[cd->ct].size;
-  return (size_t)ffi_cdcount(db, cd) * db->t[db->t[cd->ct].base].size;
-}
+/* The size of the object a cdata holds or designates (flexible parts included). */
+size_t ffi_cdsize(ctdb *db, const cdata *cd);
+/* The bytes known to be accessible from cd->p: the whole allocation for cdata that own
+ * their memory, the rest of the owner for bounded references, -1 when unknown. */
+int64_t ffi_cdavail(ctdb *db, const cdata *cd);
 
 enum { TOC_ARG = 1, TOC_CAST = 2, TOC_INIT = 4 };
 
@@ -84,6 +99,8 @@ fstate *ffi_state(lua_State *L);
 cdata *ffi_tocdata(lua_State *L, fstate *S, int idx);
 cdata *ffi_newcdata(lua_State *L, fstate *S, int ct, size_t size);
 void ffi_pushc(lua_State *L, fstate *S, int ct, void *p, int parent);
+/* Like ffi_pushc, but copies structs and unions (for memory that is about to go away). */
+void ffi_pushval(lua_State *L, fstate *S, int ct, void *p);
 void ffi_toc(lua_State *L, fstate *S, int idx, int ct, void *dst, const char *ctx, int flags);
 int ffi_checkct(lua_State *L, fstate *S, int idx, const char *ctx);
 const char *ffi_typename(fstate *S, int ct, char *buf, size_t len);

@@ -412,7 +412,8 @@ static int parse_record(P *ps, int kind) {
   packed |= skip_attributes(ps, NULL);
   if (packed && kind != CT_ENUM)
     perr(ps, "packed structs are not supported");
-  ct_layout(ps->db, target, line);
+  if (ct_layout(ps->db, target, line) < 0)
+    perr(ps, "'%s %s' is too large (more than %u bytes)", kw, tag[0] ? tag : "<anonymous>", CT_MAXSIZE);
   if (target != rec && rec >= 0) {
     if (kind == CT_ENUM || same_fields(ps->db, rec, target)) return ps->db->r[rec].self;
     char a[200], b[200];
@@ -463,15 +464,23 @@ static void field_list(P *ps, int rec, int packed) {
   ps->depth--;
 }
 
+/* The constants of an enum decide its integer type, as GCC does: int when they all fit,
+ * else unsigned int when none is negative, else a 64-bit type. */
 static void enum_list(P *ps, int rec) {
-  int64_t v = 0;
+  int64_t v = 0, lo = 0, hi = 0;
   int type = ps->db->r[rec].self;
+  ps->db->r[rec].esize = ps->db->r[rec].eunsigned = 0;
   while (!accept(ps, '}')) {
     char name[MAXNAME];
     if (ps->lx.tok != TK_NAME) perr(ps, "enumerator name expected");
     tokname(ps, name);
     next(ps);
     if (accept(ps, '=')) v = expr(ps);
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+    crecord *r = &ps->db->r[rec];
+    r->eunsigned = lo >= 0 && hi > INT32_MAX;
+    r->esize = lo < INT32_MIN || hi > (lo < 0 ? INT32_MAX : (int64_t)UINT32_MAX) ? 8 : 4;
     csym *s = ct_findsym(ps->db, name);
     if (s && (s->kind != SYM_CONST || s->value != v))
       perr(ps, "enumerator '%s' = %lld conflicts with an earlier declaration", name, (long long)v);
@@ -639,8 +648,8 @@ static int suffixes(P *ps, int base, int flags, int *vla) {
       if (c->kind == CT_VOID || (c->size == 0 && !(c->kind == CT_STRUCT || c->kind == CT_UNION) && c->kind != CT_ARRAY))
         perr(ps, "array of incomplete type");
       if (c->kind == CT_ARRAY && c->n < 0) perr(ps, "array of unsized arrays");
-      if (sf[i].n > 0 && c->size && (uint64_t)sf[i].n > 0x7fffffffu / c->size) perr(ps, "array too large");
-      if (sf[i].n > 0x7fffffff) perr(ps, "array too large");
+      if (sf[i].n > 0 && c->size && (uint64_t)sf[i].n > CT_MAXSIZE / c->size) perr(ps, "array too large");
+      if (sf[i].n > (int64_t)CT_MAXSIZE) perr(ps, "array too large");
       if ((c->kind == CT_STRUCT || c->kind == CT_UNION) && !ps->db->r[c->aux].complete)
         perr(ps, "array of incomplete type");
       t = ct_array(ps->db, t, sf[i].n, sf[i].vla ? CTF_VLA : 0);

@@ -162,36 +162,48 @@ void ct_addfield(ctdb *db, int rec, const char *name, int type) {
   f->offset = 0;
 }
 
-static uint32_t round_up(uint32_t x, uint32_t a) { return a ? (x + a - 1) / a * a : x; }
+static uint64_t round_up(uint64_t x, uint64_t a) { return a ? (x + a - 1) / a * a : x; }
 
 /* Lays out a completed struct or union: each member at the next multiple of its
  * alignment, the whole padded to the largest member alignment (the psABI rule), and
- * propagates size and alignment to every qualified variant of the record's type. */
-void ct_layout(ctdb *db, int rec, int line) {
+ * propagates size and alignment to every qualified variant of the record's type.
+ * Offsets are computed in 64 bits: a record larger than CT_MAXSIZE (the limit arrays
+ * have too) is refused with -1 and left incomplete, instead of wrapping around. */
+int ct_layout(ctdb *db, int rec, int line) {
   crecord *r = &db->r[rec];
-  uint32_t off = 0, size = 0, align = 1;
+  uint64_t off = 0, size = 0;
+  uint32_t align = 1;
   for (int i = 0; i < r->nfields; i++) {
-    cfield *f = &r->fields[i];
-    ctype *ft = &db->t[f->type];
+    ctype *ft = &db->t[r->fields[i].type];
     uint32_t a = ft->align ? ft->align : 1;
     if (a > align) align = a;
-    if (r->kind == CT_UNION) { f->offset = 0; if (ft->size > size) size = ft->size; }
-    else { off = round_up(off, a); f->offset = off; off += ft->size; size = off; }
+    if (r->kind == CT_UNION) { if (ft->size > size) size = ft->size; }
+    else { off = round_up(off, a) + ft->size; size = off; }
+    if (off > CT_MAXSIZE || size > CT_MAXSIZE) return -1;
   }
-  if (r->kind == CT_ENUM) { size = 4; align = 4; }
+  if (r->kind == CT_ENUM) { size = r->esize ? r->esize : 4; align = (uint32_t)size; }
   else size = round_up(size, align);
+  if (size > CT_MAXSIZE) return -1;
+  off = 0;
+  for (int i = 0; i < r->nfields; i++) {  /* every offset is below CT_MAXSIZE now */
+    cfield *f = &r->fields[i];
+    ctype *ft = &db->t[f->type];
+    if (r->kind == CT_UNION) f->offset = 0;
+    else { off = round_up(off, ft->align ? ft->align : 1); f->offset = (uint32_t)off; off += ft->size; }
+  }
   r->complete = 1;
   r->line = line;
   for (int id = 0; id < db->nt; id++) {
     ctype *c = &db->t[id];
     if ((c->kind == CT_STRUCT || c->kind == CT_UNION || c->kind == CT_ENUM) && c->aux == rec) {
-      c->size = size; c->align = align;
+      c->size = (uint32_t)size; c->align = align;
     }
   }
   if (db->intxn) {
     GROW(db->undo, db->nundo, db->capundo);
     db->undo[db->nundo++] = (cundo){ U_COMPLETE, rec };
   }
+  return 0;
 }
 
 const cfield *ct_findfield(ctdb *db, int id, const char *name, uint32_t *off) {
@@ -210,16 +222,41 @@ const cfield *ct_findfield(ctdb *db, int id, const char *name, uint32_t *off) {
   return NULL;
 }
 
-/* Implicit pointer conversions LuaJIT allows: to or from void *, between pointers whose
- * targets differ only in qualifiers, and between pointers to same-sized integers (char
- * buffers are routinely passed as uint8_t * and the other way round). */
-int ct_compatible_ptr(ctdb *db, int to, int from) {
-  ctype *a = &db->t[ct_unqual(db, to)], *b = &db->t[ct_unqual(db, from)];
+int ct_flexarray(ctdb *db, int id, uint32_t *off) {
+  ctype *c = &db->t[id];
+  if (c->kind != CT_STRUCT) return -1;
+  crecord *r = &db->r[c->aux];
+  if (!r->complete || r->nfields == 0) return -1;
+  cfield *f = &r->fields[r->nfields - 1];
+  ctype *ft = &db->t[f->type];
+  if (ft->kind != CT_ARRAY || ft->n >= 0) return -1;
+  if (off) *off = f->offset;
+  return f->type;
+}
+
+/* Implicit pointer conversions LuaJIT allows, from a pointer to `from` to a pointer to
+ * `to`: the target may gain qualifiers but never lose one (C must not write through a
+ * pointer that was const, into a Lua string say); then to or from void *, between
+ * pointers whose targets are the same type, and between pointers to same-sized integers
+ * (char buffers are routinely passed as uint8_t * and the other way round). Below the
+ * first level the qualifiers must match exactly, as in C: a `char **` could otherwise be
+ * used to store a `const char *` where a `char *` was expected. Explicit casts skip this. */
+static int compatible(ctdb *db, int to, int from, int same, int depth) {
+  int qa = db->t[to].flags & CTF_CONST, qb = db->t[from].flags & CTF_CONST;
+  if (db->t[to].kind == CT_ARRAY) qa = db->t[db->t[to].base].flags & CTF_CONST;
+  if (db->t[from].kind == CT_ARRAY) qb = db->t[db->t[from].base].flags & CTF_CONST;
+  if (same ? qa != qb : (qb && !qa)) return 0;
+  int ua = ct_unqual(db, to), ub = ct_unqual(db, from);
+  ctype *a = &db->t[ua], *b = &db->t[ub];
   if (a->kind == CT_VOID || b->kind == CT_VOID) return 1;
-  if (ct_unqual(db, to) == ct_unqual(db, from)) return 1;
+  if (ua == ub) return 1;
   if (a->kind == CT_INT && b->kind == CT_INT && a->size == b->size) return 1;
-  if (a->kind == CT_PTR && b->kind == CT_PTR) return ct_compatible_ptr(db, a->base, b->base);
+  if (a->kind == CT_PTR && b->kind == CT_PTR && depth < 64) return compatible(db, a->base, b->base, 1, depth + 1);
   return 0;
+}
+
+int ct_compatible_ptr(ctdb *db, int to, int from) {
+  return compatible(db, to, from, 0, 0);
 }
 
 typedef struct sbuf { char *p; size_t n, len; } sbuf;
@@ -364,9 +401,11 @@ void ct_rollback(ctdb *db) {
     if (u.what != U_COMPLETE || u.idx >= nr) continue;
     free_record(&db->r[u.idx]);
     db->r[u.idx].complete = 0;
+    db->r[u.idx].esize = db->r[u.idx].eunsigned = 0;
     for (int id = 0; id < nt; id++) {
       ctype *c = &db->t[id];
       if ((c->kind == CT_STRUCT || c->kind == CT_UNION) && c->aux == u.idx) { c->size = 0; c->align = 1; }
+      if (c->kind == CT_ENUM && c->aux == u.idx) { c->size = 4; c->align = 4; }
     }
   }
   for (int i = 0; i < nr; i++)  /* a forward-declared record whose body failed */

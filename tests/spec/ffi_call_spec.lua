@@ -68,6 +68,46 @@ describe("ffi calls", function()
     assert.matches("^1%.", ffi.string(z.zlibVersion()))
   end)
 
+  it("keeps const: implicit conversions never drop a const qualifier", function()
+    ffi.cdef [[
+      char *strcpy(char *dst, const char *src);
+      long strtol(const char *s, char **end, int base);
+      void *memset(void *s, int c, size_t n);
+    ]]
+    local s = "abcdef"
+    assert.matches("C function call: cannot convert 'const char *' to 'char *'",
+                   err_of(ffi.C.strcpy, ffi.cast("const char *", s), "XX"), 1, true)
+    assert.equal("abcdef", s)
+    assert.matches("C function call: cannot convert 'string' to 'char *'", err_of(ffi.C.strcpy, "xxxxxx", "hi"), 1, true)
+    assert.matches("C function call: cannot convert 'const char *[1]' to 'char **'",
+                   err_of(ffi.C.strtol, "12", ffi.new("const char *[1]"), 10), 1, true)
+    assert.matches("C function call: cannot convert 'char * const *' to 'char **'",
+                   err_of(ffi.C.strtol, "12", ffi.cast("char * const *", ffi.new("char *[1]")), 10), 1, true)
+    local buf = ffi.new("char[8]")
+    assert.matches("C function call: cannot convert 'const void *' to 'void *'",
+                   err_of(ffi.C.memset, ffi.cast("const void *", buf), 0, 1), 1, true)
+    assert.matches("C function call: cannot convert 'const uint8_t [2]' to 'uint8_t *'",
+                   err_of(C.fx_fill, ffi.new("const uint8_t[2]"), 2, 1), 1, true)
+    local slot = ffi.new("char *[1]")
+    assert.matches("cdata assignment: cannot convert 'const char *' to 'char *'",
+                   err_of(function() slot[0] = ffi.cast("const char *", buf) end), 1, true)
+    -- adding const, void *, same-sized integers, Lua strings for const char * and explicit
+    -- casts all still convert
+    assert.equal(12, ffi.C.strtol("12", ffi.new("char *[1]"), 10))
+    assert.equal(12, ffi.C.strtol("12", nil, 10))
+    assert.equal(5, C.fx_strlen(ffi.new("char[8]", "hello")))
+    assert.equal(5, C.fx_strlen(ffi.cast("const uint8_t *", "hello")))
+    assert.equal(0, C.fx_is_null(ffi.cast("const int *", buf)))
+    ffi.C.strcpy(ffi.cast("char *", ffi.cast("const char *", buf)), "hi")
+    assert.equal("hi", ffi.string(buf))
+    assert.matches("ffi.copy: cannot write through 'const char *'", err_of(ffi.copy, ffi.cast("const char *", s), "XX"), 1, true)
+    assert.matches("ffi.fill: cannot write through 'const uint8_t [2]'", err_of(ffi.fill, ffi.new("const uint8_t[2]"), 2), 1, true)
+    assert.equal("abcdef", s)
+    local cp = ffi.new("const char *[1]")
+    cp[0] = buf
+    assert.equal("hi", ffi.string(cp[0]))
+  end)
+
   it("rejects misuse with errors naming the call", function()
     assert.matches("wrong number of arguments (expected 2, got 1)", err_of(C.fx_add, 1), 1, true)
     assert.matches("cannot convert 'string' to 'int'", err_of(C.fx_add, "1", 2), 1, true)

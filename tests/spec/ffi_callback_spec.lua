@@ -42,6 +42,17 @@ describe("ffi callbacks", function()
     assert.same({ 0, 1, 2 }, seen)
   end)
 
+  it("gives callbacks struct arguments as their own copies, valid after the call", function()
+    local saved
+    assert.equal(5 + 6 + 0.25, C.fx_apply_point(function(p) saved = p; return p.x + p.y + p.w end, 5))
+    -- reuse the C stack the argument was on
+    C.fx_apply_point(function(p) return #tostring(p) + #string.format("%s %d", {}, p.x) end, 100)
+    assert.same({ 5, 6, 0.25 }, { saved.x, saved.y, saved.w })
+    assert.is_true(ffi.istype("struct fx_point", saved))
+    saved.x = 1  -- and it is writable Lua-owned memory
+    assert.equal(1, saved.x)
+  end)
+
   it("has an explicit lifetime: set replaces the function, free releases it", function()
     local got = {}
     local cb = ffi.cast("void (*)(int)", function(v) got[#got + 1] = "a" .. v end)

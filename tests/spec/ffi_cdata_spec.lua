@@ -36,6 +36,25 @@ describe("ffi cdata", function()
     assert.matches("unknown type name 'nosuch_t'", err_of(ffi.new, "nosuch_t"), 1, true)
   end)
 
+  it("refuses more initializers than the object has elements or fields", function()
+    assert.matches("ffi.new: too many initializers for 'int [2]'", err_of(ffi.new, "int[2]", 1, 2, 3), 1, true)
+    assert.matches("ffi.new: too many initializers for 'int [2]'", err_of(ffi.new, "int[2]", { 1, 2, 3 }), 1, true)
+    assert.matches("ffi.new: too many initializers for 'int [2]'", err_of(ffi.new, "int[2]", { [0] = 1, 2, 3 }), 1, true)
+    assert.matches("ffi.new: too many initializers for 'int [?]'", err_of(ffi.new, "int[?]", 2, { 1, 2, 3 }), 1, true)
+    assert.matches("ffi.new: too many initializers for 'struct fx_point'", err_of(ffi.new, "struct fx_point", 1, 2, 3, 4), 1, true)
+    assert.matches("ffi.new: too many initializers for 'int [2]'",
+                   err_of(ffi.new, "struct { int a[2]; }", { a = { 1, 2, 3 } }), 1, true)
+    local r = ffi.new("struct fx_rect")
+    assert.matches("cdata assignment: too many initializers for 'struct fx_point'",
+                   err_of(function() r.a = { 1, 2, 3, 4 } end), 1, true)
+    -- exactly full is fine, and so is fewer
+    local a = ffi.new("int[2]", { 1, 2 })
+    assert.same({ 1, 2 }, { a[0], a[1] })
+    local b = ffi.new("int[3]", 4, 5)
+    assert.same({ 4, 5, 0 }, { b[0], b[1], b[2] })
+    assert.same({ 1, 2 }, { ffi.new("int[2]", { [0] = 1, 2 })[0], ffi.new("int[2]", { [0] = 1, 2 })[1] })
+  end)
+
   it("keeps [?] arrays as one type whatever their size, with their own count", function()
     local seen = {}
     for n = 1, 50 do
@@ -75,6 +94,41 @@ describe("ffi cdata", function()
     assert.matches("NULL pointer dereference", err_of(function() return ffi.cast("int *", 0)[0] end), 1, true)
   end)
 
+  it("bounds-checks flexible array members of objects whose size is known", function()
+    ffi.cdef "struct cd_fam { int n; int data[]; }; struct cd_fam_pad { double d; char c; char tail[]; };"
+    local s = ffi.new("struct cd_fam")  -- no count: the flexible array has no elements
+    assert.equal(0, #s.data)
+    assert.matches("cdata assignment: index 0 out of range for 'int []'", err_of(function() s.data[0] = 1 end), 1, true)
+    assert.matches("cdata index: index 63 out of range", err_of(function() return s.data[63] end), 1, true)
+    -- a count allocates the elements, as a variable-length struct
+    local v = ffi.new("struct cd_fam", 5, { n = 5, data = { 1, 2, 3 } })
+    assert.equal(24, ffi.sizeof(v))
+    assert.equal(24, ffi.sizeof("struct cd_fam", 5))
+    assert.equal(5, v.n)
+    assert.equal(5, #v.data)
+    assert.same({ 1, 2, 3, 0, 0 }, { v.data[0], v.data[1], v.data[2], v.data[3], v.data[4] })
+    v.data[4] = 9
+    assert.equal(9, v.data[4])
+    assert.matches("index 5 out of range", err_of(function() v.data[5] = 1 end), 1, true)
+    assert.matches("ffi.new: bad array size -1", err_of(ffi.new, "struct cd_fam", -1), 1, true)
+    assert.matches("too many initializers", err_of(ffi.new, "struct cd_fam", 2, { data = { 1, 2, 3 } }), 1, true)
+    -- tail padding belongs to the object: it is reachable, and no more
+    assert.equal(7, #ffi.new("struct cd_fam_pad").tail)
+    -- through a pointer the size is unknown, as in C: no check, and no length
+    local p = ffi.cast("struct cd_fam *", v)
+    assert.equal(9, p.data[4])
+    assert.matches("unknown", err_of(function() return #p.data end), 1, true)
+  end)
+
+  it("names the real index when it is out of range", function()
+    local a = ffi.new("int[4]")
+    assert.matches("cdata index: index 1099511627776 out of range for 'int [4]'", err_of(function() return a[2^40] end), 1, true)
+    assert.matches("cdata assignment: index -9223372036854775808 out of range",
+                   err_of(function() a[math.mininteger] = 1 end), 1, true)
+    assert.matches("cdata index: index 4294967296 out of range for 'int [?]'",
+                   err_of(function() return ffi.new("int[?]", 2)[1 << 32] end), 1, true)
+  end)
+
   it("does pointer arithmetic and comparison", function()
     local a = ffi.new("int[10]")
     local p = ffi.cast("int *", a)
@@ -109,6 +163,20 @@ describe("ffi cdata", function()
     assert.matches("ffi.sizeof: C type expected", err_of(ffi.sizeof, {}), 1, true)
   end)
 
+  it("ffi.tonumber converts numbers and numeric cdata, and gives nil for anything else", function()
+    assert.equal(7, ffi.tonumber(ffi.new("int", 7)))
+    assert.equal(2.5, ffi.tonumber(ffi.new("double", 2.5)))
+    assert.equal(3, ffi.tonumber(3))
+    assert.equal(1.5, ffi.tonumber(1.5))
+    assert.equal(12, ffi.tonumber("12"))  -- as tonumber does
+    assert.is_nil(ffi.tonumber())
+    assert.is_nil(ffi.tonumber(nil))
+    assert.is_nil(ffi.tonumber("abc"))
+    assert.is_nil(ffi.tonumber(true))
+    assert.is_nil(ffi.tonumber({}))
+    assert.is_nil(ffi.tonumber(ffi.new("struct fx_point")))
+  end)
+
   it("converts strings, copies and fills memory", function()
     local buf = ffi.new("char[16]")
     ffi.copy(buf, "hello")
@@ -124,6 +192,25 @@ describe("ffi cdata", function()
     assert.matches("ffi.fill: negative length", err_of(ffi.fill, buf, -1), 1, true)
   end)
 
+  it("copies, fills and reads zero bytes without touching memory, even at NULL", function()
+    ffi.copy(ffi.NULL, "", 0)
+    ffi.copy(ffi.NULL, ffi.NULL, 0)
+    ffi.fill(ffi.NULL, 0)
+    assert.equal("", ffi.string(ffi.NULL, 0))
+    assert.matches("ffi.copy: NULL pointer", err_of(ffi.copy, ffi.NULL, "a", 1), 1, true)
+    assert.matches("ffi.fill: NULL pointer", err_of(ffi.fill, ffi.NULL, 1), 1, true)
+    assert.matches("ffi.copy: negative length", err_of(ffi.copy, ffi.new("char[4]"), "abc", -1), 1, true)
+    -- the size of a cdata array or struct bounds copies, fills and reads
+    local small = ffi.new("char[4]")
+    assert.matches("ffi.copy: length 6 beyond the 4 bytes of the destination", err_of(ffi.copy, small, "hello"), 1, true)
+    assert.matches("ffi.copy: length 8 beyond the 4 bytes of the source", err_of(ffi.copy, ffi.new("char[8]"), small, 8), 1, true)
+    assert.matches("ffi.fill: length 5 beyond the 4 bytes of the destination", err_of(ffi.fill, small, 5), 1, true)
+    assert.matches("ffi.string: length 5 beyond the 4 bytes of the object", err_of(ffi.string, small, 5), 1, true)
+    ffi.copy(small, "abc")
+    ffi.fill(small, 4, 66)
+    assert.equal("BBBB", ffi.string(small, 4))
+  end)
+
   it("keeps 64-bit integers exact", function()
     assert.equal(math.maxinteger, C.fx_add64(math.maxinteger - 1, 1))
     assert.equal(math.mininteger, C.fx_add64(math.mininteger + 1, -1))
@@ -136,6 +223,54 @@ describe("ffi cdata", function()
     assert.matches("out of range", err_of(ffi.new, "int64_t", 1e300), 1, true)
   end)
 
+  it("compares and divides uint64_t cdata as unsigned", function()
+    local big, one = ffi.new("uint64_t", -1), ffi.new("uint64_t", 1)
+    assert.is_true(big > one)
+    assert.is_true(one < big)
+    assert.is_false(big <= one)
+    assert.is_true(big > 1)
+    assert.is_true(0 < big)
+    assert.equal(9223372036854775807, big // 2)
+    assert.equal(5, big % 10)
+    assert.equal(18446744073709551615 / 2, big / 2)
+    assert.equal(2 ^ 64 - 1, ffi.new("uint64_t", -1) + 0.0)
+    -- signed 64-bit values stay signed
+    assert.is_true(ffi.new("int64_t", -1) < ffi.new("int64_t", 1))
+    assert.equal(-2, ffi.new("int64_t", -3) // 2)  -- Lua numbers: floor division
+    assert.equal(3, ffi.new("int", 7) // 2)
+  end)
+
+  it("reads enum values back as the constants they were set from", function()
+    ffi.cdef [[
+      enum cd_big { CD_BIG = 0x80000000, CD_BIGGER = 0xFFFFFFFF };
+      enum cd_mixed { CD_NEG = -2, CD_POS = 0xFFFFFFFF };
+      enum cd_small { CD_A = -1, CD_B = 7 };
+      struct cd_with_enum { enum cd_big e; int after; };
+    ]]
+    assert.equal(4, ffi.sizeof("enum cd_big"))
+    assert.equal(ffi.C.CD_BIG, ffi.tonumber(ffi.new("enum cd_big", "CD_BIG")))
+    assert.equal(4294967295, ffi.tonumber(ffi.new("enum cd_big", "CD_BIGGER")))
+    local s = ffi.new("struct cd_with_enum", { e = "CD_BIGGER", after = 3 })
+    assert.equal(ffi.C.CD_BIGGER, s.e)
+    assert.equal(3, s.after)
+    assert.equal(8, ffi.sizeof("enum cd_mixed"))  -- needs more than 32 bits, as GCC lays it out
+    assert.equal(-2, ffi.tonumber(ffi.new("enum cd_mixed", "CD_NEG")))
+    assert.equal(ffi.C.CD_POS, ffi.tonumber(ffi.new("enum cd_mixed", "CD_POS")))
+    assert.equal(4, ffi.sizeof("enum cd_small"))
+    assert.equal(-1, ffi.tonumber(ffi.new("enum cd_small", "CD_A")))
+  end)
+
+  it("initialises the fields of anonymous struct and union members from tables", function()
+    ffi.cdef "struct cd_anon { int x; union { int i; float f; }; struct { int y, z; }; };"
+    local a = ffi.new("struct cd_anon", { x = 1, i = 2, y = 3, z = 4 })
+    assert.same({ 1, 2, 3, 4 }, { a.x, a.i, a.y, a.z })
+    local b = ffi.new("struct cd_anon", { x = 1, f = 0.5, z = 9 })
+    assert.same({ 0.5, 0, 9 }, { b.f, b.y, b.z })
+    local c = ffi.new("struct cd_anon", 5, 6, 7, 8)  -- positional, through the members in order
+    assert.same({ 5, 6, 7, 8 }, { c.x, c.i, c.y, c.z })
+    assert.matches("too many initializers", err_of(ffi.new, "struct cd_anon", 1, 2, 3, 4, 5), 1, true)
+  end)
+
   it("runs gc finalizers once, and not after they are removed", function()
     local n = 0
     local function fin() n = n + 1 end
@@ -145,6 +280,24 @@ describe("ffi cdata", function()
     b = nil
     collectgarbage(); collectgarbage()
     assert.equal(1, n)
+  end)
+
+  it("takes C functions as gc finalizers (ffi.gc(p, ffi.C.free))", function()
+    ffi.cdef "void *malloc(size_t n); void free(void *p);"
+    local freed = {}
+    local fin = ffi.cast("void (*)(void *)", function(q) freed[#freed + 1] = ffi.tonumber(ffi.cast("uintptr_t", q)) end)
+    local addr
+    do
+      local p = ffi.gc(ffi.C.malloc(16), fin)
+      addr = ffi.tonumber(ffi.cast("uintptr_t", p))
+      ffi.gc(ffi.C.malloc(16), ffi.C.free)  -- the LuaJIT idiom; freed by C
+    end
+    collectgarbage(); collectgarbage()
+    assert.same({ addr }, freed)
+    fin:free()
+    ffi.C.free(ffi.cast("void *", addr))
+    assert.matches("ffi.gc: function or C function expected, got number", err_of(ffi.gc, ffi.new("int[1]"), 5), 1, true)
+    assert.matches("ffi.gc: function or C function expected, got 'int'", err_of(ffi.gc, ffi.new("int[1]"), ffi.new("int")), 1, true)
   end)
 
   it("reads errno after a call", function()

@@ -106,6 +106,22 @@ describe("ffi.cdef", function()
     assert.matches("ffi.typeof: line 1 near end of input: ']' expected", err_of(ffi.typeof, "int[3"), 1, true)
   end)
 
+  it("rejects structs and unions too large for a C object (no 32-bit wrap)", function()
+    local e = err_of(ffi.cdef, "\nstruct cdef_huge { char a[0x7fffffff]; char b[0x7fffffff]; char c[2]; int tail; };")
+    assert.matches("ffi.cdef: line 2 near", e, 1, true)
+    assert.matches("'struct cdef_huge' is too large", e, 1, true)
+    e = err_of(ffi.cdef, "struct cdef_huge2 { char a[0x7fffffff]; int tail; };")  -- padding overflows
+    assert.matches("'struct cdef_huge2' is too large", e, 1, true)
+    e = err_of(ffi.cdef, "union cdef_hugeu { char a[0x7fffffff]; int i; };")
+    assert.matches("'union cdef_hugeu' is too large", e, 1, true)
+    e = err_of(ffi.cdef, "struct { char a[0x40000000]; char b[0x40000000]; } cdef_hugev;")
+    assert.matches("'struct <anonymous>' is too large", e, 1, true)
+    -- rolled back: the tag can be defined again, and the largest object still fits
+    ffi.cdef "struct cdef_huge { char a[0x3fffffff]; char b[0x3fffffff]; char c; };"
+    assert.equal(0x7fffffff, ffi.sizeof("struct cdef_huge"))
+    assert.equal(0x7ffffffe, ffi.offsetof("struct cdef_huge", "c"))
+  end)
+
   it("leaves nothing behind after an error", function()
     err_of(ffi.cdef, "typedef int cdef_partial1; struct cdef_partial2 { int x; }; int bad(;")
     -- neither declaration before the error exists now, so both can be defined differently

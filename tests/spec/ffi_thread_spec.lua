@@ -153,6 +153,18 @@ describe("ffi threads", function()
     assert.same({ 0 }, { one:await() })
   end))
 
+  it("keeps a one-shot's struct arguments as copies in its future", async(function()
+    local q, fut = ffi.oneshot("double (*)(struct fx_point)")
+    C.fx_apply_point(q, 7)
+    local function clobber(n)  -- reuse the C stack the argument was on, at several depths
+      if n > 0 then return pcall(clobber, n - 1) end
+      C.fx_apply_point(function(p) return #tostring(p) + #string.format("%s %d", {}, p.x) end, 100)
+    end
+    for depth = 0, 8 do clobber(depth) end
+    local p = fut:await()
+    assert.same({ 7, 8, 0.25 }, { p.x, p.y, p.w })
+  end))
+
   it("frees a one-shot when `never` comes after its future was cancelled", async(function()
     local p, fut, never = ffi.oneshot("void (*)(int)")
     fut:cancel()
