@@ -6,12 +6,16 @@
 --   local c = async.iteration_counter()   -- counts loop iterations (see below)
 --
 -- The spec fails when the body raises, when it runs past its timeout (default 5 s, or
--- LASYNC_SPEC_TIMEOUT), when any task's error reaches the loop's exception handler (an error
--- nobody retrieved, a failing callback), and when tasks or timers are left behind as the
--- body returns. Set `leaks = false` in the options for a spec that leaves work on purpose.
+-- LASYNC_SPEC_TIMEOUT; a body that ignores the cancellation then gets GRACE seconds more and
+-- is abandoned), when any task's error reaches the loop's exception handler (an error nobody
+-- retrieved, a failing callback), and when tasks, timers or ready callbacks are left behind
+-- as the body returns. Options: `timeout`, `leaks = false` for a spec that leaves work on
+-- purpose, `debug = true` to run the loop in debug mode. busted's own failures (assert) and
+-- pending() keep their kind.
 local lasync = require "lasync"
 
 local DEFAULT_TIMEOUT = tonumber(os.getenv("LASYNC_SPEC_TIMEOUT")) or 5
+local GRACE = 1
 
 local function describe_error(e)
   local ok, s = pcall(tostring, e)
@@ -20,6 +24,14 @@ local function describe_error(e)
     s = s .. "\n" .. rawget(e, "traceback")
   end
   return s
+end
+
+-- busted tells failures (assert) and pending() from errors by their metatables.
+local function busted_kind(e)
+  local mt = type(e) == "table" and debug.getmetatable(e)
+  local kind = mt and rawget(mt, "__type")
+  if kind == "failure" or kind == "pending" then return kind end
+  return nil
 end
 
 local function run_body(opts, fn, ...)
@@ -31,33 +43,49 @@ local function run_body(opts, fn, ...)
     loop:set_exception_handler(function(_, ctx) reports[#reports + 1] = ctx end)
     if opts.debug then loop:set_debug(true) end
     local body = lasync.spawn(fn, table.unpack(args, 1, args.n))
-
-    local timed_out = false
-    local timer = loop:call_later(timeout, function()
-      timed_out = true
+    lasync.wait({body}, {timeout = timeout})
+    if not body:done() then
       body:cancel("spec timed out")
-    end)
-    local r = table.pack(pcall(body.await, body))
-    timer:cancel()
-    if timed_out then error(("spec timed out after %g s"):format(timeout), 0) end
+      lasync.wait({body}, {timeout = GRACE})
+      local msg = ("spec timed out after %g s"):format(timeout)
+      if body:done() then
+        pcall(body.result, body)
+      else
+        loop.shutdown_timeout = 0 -- it ignores cancellation: do not wait for it again
+        msg = msg .. (" (and the body ignored its cancellation for %g s more)"):format(GRACE)
+      end
+      error(msg, 0)
+    end
+    local r = table.pack(pcall(body.result, body))
     if not r[1] then error(r[2], 0) end
     if opts.leaks ~= false then
-      local tasks, timers = loop:stats()
+      local tasks, timers, ready = loop:stats()
       tasks = tasks - 1 -- this task
-      if tasks > 0 or timers > 0 then
-        error(("spec left %d task(s) and %d timer(s) behind"):format(tasks, timers), 0)
+      if tasks > 0 or timers > 0 or ready > 0 then
+        error(("spec left %d task(s), %d timer(s) and %d ready callback(s) behind")
+          :format(tasks, timers, ready), 0)
       end
     end
   end)
-  if not ok then error(describe_error(err), 0) end
+  local parts = {}
   if #reports > 0 then
     local lines = {}
     for i, ctx in ipairs(reports) do
       lines[i] = ctx.message .. (ctx.error ~= nil and (": " .. describe_error(ctx.error)) or "")
         .. (ctx.traceback and ("\n" .. ctx.traceback) or "")
     end
-    error("the loop reported:\n" .. table.concat(lines, "\n"), 0)
+    parts[1] = "the loop reported:\n" .. table.concat(lines, "\n")
   end
+  if not ok then
+    local kind = busted_kind(err)
+    if kind == "pending" and #parts == 0 then error(err, 0) end
+    if kind == "failure" then -- kept a failure, with anything the loop reported added
+      if #parts > 0 then rawset(err, "message", tostring(rawget(err, "message")) .. "\n" .. parts[1]) end
+      error(err, 0)
+    end
+    table.insert(parts, 1, describe_error(err))
+  end
+  if #parts > 0 then error(table.concat(parts, "\n"), 0) end
 end
 
 -- async.iteration_counter() -> c: a callback that reschedules itself with call_soon, so
