@@ -891,6 +891,7 @@ static void check_lua_future_loop(lua_State *L, lstate *S, lfut *fu, const char 
  * which wakes the task with the cancellation. */
 int lasync__cancel_hook(las_task_t *t, void *data) {
   lstate *S = data;
+  if (!lasync__is_lua_task(t)) return 0; /* a host's own C task on this loop */
   ltask *tk = las_task_data(t);
   lua_State *L = S->runL, *co = tk->co;
   if (!L || lua_gettop(co) < 1) return 0;
@@ -1134,6 +1135,7 @@ static int f_cancel(lua_State *L) {
        * with it, as asyncio passes it to fut_waiter.cancel(msg). */
       las_future_t *w = fu->f ? las_task_waited((las_task_t *)fu->f) : NULL;
       for (int depth = 0; w && las_future_is_task(w) && depth < 10000; depth++) {
+        if (!lasync__is_lua_task(las_task_from_future(w))) break;
         ltask *child = las_task_data(las_task_from_future(w));
         if (child->ref == LUA_NOREF) break;
         lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
@@ -1282,8 +1284,14 @@ static int f_remove_done_callback(lua_State *L) {
     lua_pushinteger(L, removed);
     return 1;
   }
+  /* Registrations are slots of the current run's anchors: a future of an earlier run (or of
+   * another loop) has none of this run's. */
+  if (!fu->f || las_future_loop(fu->f) != S->loop) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
-  for (int i = fu->f ? las_future_callback_count(fu->f) - 1 : -1; i >= 0; i--) {
+  for (int i = las_future_callback_count(fu->f) - 1; i >= 0; i--) {
     las_cb cb;
     void *a;
     las_future_callback_at(fu->f, i, &cb, &a);
@@ -1394,6 +1402,8 @@ las_loop_t *lasync_getloop(lua_State *L) {
 }
 
 lua_State *lasync_loopstate(las_loop_t *loop) {
+  /* Only lasync's loops carry its state: they are the ones with its cancel hook. */
+  if (!loop || las_loop_get_cancel_hook(loop) != lasync__cancel_hook) return NULL;
   lstate *S = las_loop_get_data(loop);
   return S ? S->runL : NULL;
 }
@@ -1406,6 +1416,7 @@ las_future_t *lasync_tofuture(lua_State *L, int idx) {
 void lasync_pushfuture(lua_State *L, las_future_t *f) {
   lstate *S = lasync__state(L);
   if (!S) luaL_error(L, "lasync_pushfuture: lasync is not open in this state");
+  if (!f) luaL_error(L, "lasync_pushfuture: NULL future");
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->cfuts);
   if (lua_rawgetp(L, -1, f) == LUA_TUSERDATA) {
     lua_remove(L, -2);
@@ -1509,6 +1520,8 @@ static int new_weak(lua_State *L, const char *mode) {
   lua_setmetatable(L, -2);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
+
+bool lasync__is_lua_task(las_task_t *t) { return las_task_step(t) == task_step; }
 
 static lstate *open_state(lua_State *L) {
   lstate *S = lasync__state(L);

@@ -130,5 +130,6 @@ int lasync__get_loop(lua_State *L);
 void lasync__note_callback(lua_State *L, lstate *S, int fidx);
 const char *lasync__push_cbtb(lua_State *L);
 bool lasync__is_done_callback(las_cb fn);
+bool lasync__is_lua_task(las_task_t *t);
 
 #endif

@@ -123,7 +123,9 @@ static void slow_hook(las_loop_t *loop, las_task_t *t, las_cb fn, double secs) {
   lua_State *L = S->runL;
   char dur[32];
   snprintf(dur, sizeof dur, "%.3f", secs);
-  if (t && las_future_state(las_task_future(t)) != LAS_PENDING) {
+  if (t && !lasync__is_lua_task(t)) {
+    lua_pushfstring(L, "Executing a C task took %s seconds", dur);
+  } else if (t && las_future_state(las_task_future(t)) != LAS_PENDING) {
     /* It finished in that step: its box is no longer anchored, so only what task_done kept
      * is safe to use. */
     lua_pushfstring(L, "Executing %s took %s seconds (it finished)",

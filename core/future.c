@@ -61,7 +61,8 @@ void las_future_unref(las_future_t *f) {
   if (f->is_task) {
     las_task_t *t = (las_task_t *)f;
     las_timer_stop(&t->timer);
-    if (f->state == LAS_PENDING && loop->ntasks > 0) loop->ntasks--;
+    /* Once the loop closed, its count no longer matters, and this may be any thread. */
+    if (f->state == LAS_PENDING && loop->state == LAS__OPEN && loop->ntasks > 0) loop->ntasks--;
   }
   if (f->holds_loop && loop->state == LAS__OPEN) las_loop_release(loop);
   free(f);
@@ -98,13 +99,32 @@ static int finish(las_future_t *f, las_state_t state) {
   return 0;
 }
 
+/* A task's outcome is set by its own step, nobody else (others cancel it). */
+static bool foreign_to_task(las_future_t *f) {
+  return f->is_task && f->loop->current != (las_task_t *)f;
+}
+
 int las_future_complete(las_future_t *f, las_state_t state) {
-  if (!f || state == LAS_PENDING) return LAS_EINVAL;
+  if (!f || (state != LAS_DONE && state != LAS_FAILED && state != LAS_CANCELLED)) return LAS_EINVAL;
+  if (foreign_to_task(f)) return LAS_EINVAL;
   return finish(f, state);
 }
 
+/* Values a future may take: strings need a pointer unless empty. */
+static int check_values(const las_value_t *vals, int n) {
+  if (n < 0 || (n > 0 && !vals)) return LAS_EINVAL;
+  for (int i = 0; i < n; i++)
+    if (vals[i].type == LAS_VSTR && !vals[i].u.s.ptr && vals[i].u.s.len > 0) return LAS_EINVAL;
+  return 0;
+}
+
+static void copy_string(char *to, const las_value_t *v) {
+  if (v->u.s.len) memcpy(to, v->u.s.ptr, v->u.s.len);
+  to[v->u.s.len] = '\0';
+}
+
 int las_future_set_values(las_future_t *f, const las_value_t *vals, int n) {
-  if (!f || n < 0 || (n > 0 && !vals)) return LAS_EINVAL;
+  if (!f || foreign_to_task(f) || check_values(vals, n)) return LAS_EINVAL;
   if (f->state != LAS_PENDING) return LAS_ESTATE;
   las_value_t *copy = n ? calloc((size_t)n, sizeof *copy) : NULL;
   if (n && !copy) return LAS_ENOMEM;
@@ -119,8 +139,7 @@ int las_future_set_values(las_future_t *f, const las_value_t *vals, int n) {
         f->nvals = -1;
         return LAS_ENOMEM;
       }
-      memcpy(s, vals[i].u.s.ptr, vals[i].u.s.len);
-      s[vals[i].u.s.len] = '\0';
+      copy_string(s, &vals[i]);
       copy[i].u.s.ptr = s;
     }
   }
@@ -130,7 +149,7 @@ int las_future_set_values(las_future_t *f, const las_value_t *vals, int n) {
 }
 
 int las_future_set_error(las_future_t *f, const char *message) {
-  if (!f) return LAS_EINVAL;
+  if (!f || foreign_to_task(f)) return LAS_EINVAL;
   if (f->state != LAS_PENDING) return LAS_ESTATE;
   f->errmsg = strdup(message ? message : "error");
   if (!f->errmsg) return LAS_ENOMEM;
@@ -230,7 +249,7 @@ static void post_deliver(las_loop_t *loop, void *arg, int status) {
 /* Copies everything the message needs on the calling thread, so the caller's buffers may be
  * reused as soon as this returns. */
 static int post(las_future_t *f, int kind, const las_value_t *vals, int n, const char *err) {
-  if (!f || n < 0 || (n && !vals)) return LAS_EINVAL;
+  if (!f || check_values(vals, n) || (f->is_task && kind != 2)) return LAS_EINVAL;
   post_msg *m = calloc(1, sizeof *m + (size_t)n * sizeof(las_value_t));
   if (!m) return LAS_ENOMEM;
   m->f = f;
@@ -240,8 +259,7 @@ static int post(las_future_t *f, int kind, const las_value_t *vals, int n, const
     if (vals[i].type == LAS_VSTR) {
       char *s = malloc(vals[i].u.s.len + 1);
       if (!s) goto oom;
-      memcpy(s, vals[i].u.s.ptr, vals[i].u.s.len);
-      s[vals[i].u.s.len] = '\0';
+      copy_string(s, &vals[i]);
       m->vals[i].u.s.ptr = s;
     }
     m->n = i + 1;
@@ -300,6 +318,7 @@ int las_task_uncancel(las_task_t *t) {
 }
 las_future_t *las_task_waited(const las_task_t *t) { return t->waited; }
 int las_task_suspended(const las_task_t *t) { return t->wait != LAS__W_NONE; }
+las_step_cb las_task_step(const las_task_t *t) { return t->step; }
 
 int las_task_take_cancel(las_task_t *t) {
   bool c = t->must_cancel || t->cancel_sent;
@@ -354,7 +373,7 @@ int las_task_schedule(las_task_t *t) {
 }
 
 int las_task_wait(las_task_t *t, las_future_t *f) {
-  if (!f || f == &t->fut) return LAS_EINVAL;
+  if (!f || f == &t->fut || f->loop != t->fut.loop) return LAS_EINVAL;
   if (f->state != LAS_PENDING) return LAS_ESTATE;
   int rc = las_future_add_callback(f, wakeup_cb, t);
   if (rc) return rc;
@@ -392,6 +411,7 @@ int las_task_wake(las_task_t *t) {
 }
 
 void las_loop_set_cancel_hook(las_loop_t *loop, las_cancel_hook hook) { loop->cancel_hook = hook; }
+las_cancel_hook las_loop_get_cancel_hook(las_loop_t *loop) { return loop ? loop->cancel_hook : NULL; }
 
 static void timer_cb(void *a, void *b) {
   (void)b;

@@ -150,7 +150,9 @@ las_state_t las_future_state(const las_future_t *f);
 int las_future_is_task(const las_future_t *f);
 
 /* Completes the future with C values (copied), a C error message, or cancellation. The
- * done callbacks are scheduled with call_soon, never called here. LAS_ESTATE if done. */
+ * done callbacks are scheduled with call_soon, never called here. LAS_ESTATE if done;
+ * LAS_EINVAL for a task outside its own step (a task's step sets its outcome; others
+ * cancel it) and for a string value with a NULL pointer and a nonzero length. */
 int las_future_set_values(las_future_t *f, const las_value_t *vals, int n);
 int las_future_set_error(las_future_t *f, const char *message);
 /* Returns 1 if the future was pending and is now cancelled (for a task: if cancellation was
@@ -165,7 +167,8 @@ int las_future_values(const las_future_t *f, const las_value_t **vals);
 const char *las_future_error_message(const las_future_t *f);
 
 /* Any thread: complete the future on its loop's thread. On success the call consumes one
- * reference the caller owns. LAS_ECLOSED when the loop is closed (the reference is kept). */
+ * reference the caller owns. LAS_ECLOSED when the loop is closed (the reference is kept);
+ * LAS_EINVAL as for las_future_set_values (a task may only be cancelled this way). */
 int las_future_post_values(las_future_t *f, const las_value_t *vals, int n);
 int las_future_post_error(las_future_t *f, const char *message);
 int las_future_post_cancel(las_future_t *f);
@@ -195,7 +198,8 @@ void *las_task_data(const las_task_t *t);
 /* Schedules the first step (or the next one after a bare yield). */
 int las_task_schedule(las_task_t *t);
 /* Suspends the task until f completes: its next step is f's done callback itself (no extra
- * iteration). If a cancellation was requested meanwhile, f is cancelled at once. */
+ * iteration). If a cancellation was requested meanwhile, f is cancelled at once. LAS_EINVAL
+ * for the task's own future or a future of another loop. */
 int las_task_wait(las_task_t *t, las_future_t *f);
 /* Suspends the task on something the embedding layer tracks itself (a future kept entirely
  * in Lua, say) until las_task_wake. Cancelling a task suspended this way calls the loop's
@@ -207,6 +211,7 @@ int las_task_wait_external(las_task_t *t);
 int las_task_wake(las_task_t *t);
 typedef int (*las_cancel_hook)(las_task_t *t, void *loop_data);
 void las_loop_set_cancel_hook(las_loop_t *loop, las_cancel_hook hook);
+las_cancel_hook las_loop_get_cancel_hook(las_loop_t *loop);
 /* Suspends the task until loop time `when`, without any future. */
 int las_task_sleep_until(las_task_t *t, double when);
 /* Requests cancellation: the awaited future is cancelled, or the timer/yield cut short, and
@@ -223,6 +228,8 @@ las_future_t *las_task_waited(const las_task_t *t);
 /* Nonzero while the task is suspended on something (so a step that returned without
  * suspending and without finishing was a bare yield). */
 int las_task_suspended(const las_task_t *t);
+/* The step function the task was made with (an embedding layer tells its own tasks by it). */
+las_step_cb las_task_step(const las_task_t *t);
 /* The running task of the loop, or NULL. */
 las_task_t *las_loop_current_task(las_loop_t *loop);
 /* Number of tasks that are not done yet. */

@@ -56,6 +56,7 @@ struct las_loop_s {
   atomic_int refs;
   bool running, stopping, in_pass, idle_on, one_pass;
   bool in_post; /* running the callbacks of las_loop_post */
+  bool released; /* the creator's reference was dropped (by close or destroy) */
   /* libuv handles: check runs one pass per iteration, idle keeps poll from blocking while
    * callbacks are ready, wake sleeps until the earliest timer, async carries posts. */
   uv_check_t check;

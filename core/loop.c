@@ -110,6 +110,7 @@ void las__timer_init(las_loop_t *loop, las_timer_t *t) {
 }
 
 las_timer_t *las_timer_new(las_loop_t *loop) {
+  if (!loop) return NULL;
   las_timer_t *t = malloc(sizeof *t);
   if (t) {
     las__timer_init(loop, t);
@@ -175,7 +176,7 @@ void las_timer_stop(las_timer_t *t) {
 }
 
 int las_timer_active(const las_timer_t *t) { return t && t->idx != LAS__NOIDX; }
-double las_timer_when(const las_timer_t *t) { return t->when; }
+double las_timer_when(const las_timer_t *t) { return t ? t->when : NAN; }
 
 void las_timer_free(las_timer_t *t) {
   if (!t) return;
@@ -524,12 +525,14 @@ int las_loop_close(las_loop_t *loop) {
     if (foreign || uv_loop_alive(loop->uv)) return LAS_EBUSY;
   }
   do_close(loop);
+  loop->released = true;
   las_loop_unref(loop);
   return 0;
 }
 
 void las_loop_destroy(las_loop_t *loop) {
-  if (!loop) return;
+  if (!loop || loop->released) return; /* closed already: the creator holds nothing */
   if (loop->state == LAS__OPEN) do_close(loop);
+  loop->released = true;
   las_loop_unref(loop);
 }

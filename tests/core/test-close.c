@@ -1,5 +1,7 @@
 /* test-close.c - closing: EBUSY changes nothing, clean close, destroy, adopted uv loops. */
 #include "task.h"
+#include <pthread.h>
+#include <stdatomic.h>
 
 static las_loop_t *g_loop;
 
@@ -359,6 +361,40 @@ static void test_adopted_close_inside_post(void) {
   ASSERT_EQ(uv_loop_close(&uv), 0);
 }
 
+/* Tasks waiting on futures that worker threads hold, and the loop destroyed under them:
+ * the workers' posts are refused and each drops its future, and with it the last reference
+ * of a pending task, on its own thread, all at once (TSan runs this file). */
+#define NWORK 4
+static atomic_int go_workers;
+static void waiting_step(las_task_t *t, void *ud) { ASSERT_OK(las_task_wait(t, ud)); }
+static void *late_worker(void *arg) {
+  las_future_t *f = arg;
+  while (!atomic_load(&go_workers)) {}
+  las_value_t v = {.type = LAS_VINT, .u.i = 1};
+  if (las_future_post_values(f, &v, 1) != 0) las_future_unref(f);
+  return NULL;
+}
+static void test_destroy_under_waiting_tasks(void) {
+  las_loop_t *loop = new_loop();
+  las_future_t *f[NWORK];
+  pthread_t th[NWORK];
+  atomic_store(&go_workers, 0);
+  for (int i = 0; i < NWORK; i++) {
+    f[i] = las_future_new(loop);
+    las_task_t *t = las_task_new(loop, waiting_step, f[i]);
+    ASSERT_OK(las_task_schedule(t));
+    las_future_unref(las_task_future(t)); /* the future's waiter record keeps it */
+  }
+  (void)las_loop_run_once(loop);
+  ASSERT_EQ(las_loop_task_count(loop), NWORK);
+  las_loop_ref(loop); /* the workers may post after the destroy */
+  for (int i = 0; i < NWORK; i++) ASSERT_EQ(pthread_create(&th[i], NULL, late_worker, f[i]), 0);
+  las_loop_destroy(loop);
+  atomic_store(&go_workers, 1);
+  for (int i = 0; i < NWORK; i++) pthread_join(th[i], NULL);
+  las_loop_unref(loop);
+}
+
 int main(int argc, char **argv) {
   TEST_FILTER(argc, argv);
   RUN_TEST(test_busy_ready);
@@ -373,6 +409,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_adopted);
   RUN_TEST(test_adopted_close_inside_host_callback);
   RUN_TEST(test_adopted_close_inside_post);
+  RUN_TEST(test_destroy_under_waiting_tasks);
   /* Last, because they fail: see the comments on each. */
   RUN_TEST(test_busy_request);
   RUN_TEST(test_close_inside_callback);

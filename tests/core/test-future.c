@@ -1,5 +1,6 @@
 /* test-future.c - futures: states, copied values, done callbacks through the queue, refs. */
 #include "task.h"
+#include <string.h>
 
 static las_loop_t *g_loop;
 static ticker_t tk;
@@ -290,6 +291,65 @@ static void test_hold_loop(void) {
   CLOSE_LOOP(loop);
 }
 
+static void never_posted(las_loop_t *loop, void *arg, int status) {
+  (void)loop;
+  (void)arg;
+  (void)status;
+  ASSERT(0);
+}
+
+static void other_step(las_task_t *t, void *ud) {
+  (void)ud;
+  ASSERT_OK(las_future_complete(las_task_future(t), LAS_DONE)); /* its own step may */
+}
+
+/* Misuse gets LAS_EINVAL (or a harmless answer), never a crash or a corrupted future. */
+static void test_misuse(void) {
+  las_loop_t *loop = g_loop = new_loop();
+  ASSERT_NULL(las_timer_new(NULL));
+  ASSERT(las_timer_when(NULL) != las_timer_when(NULL)); /* NaN */
+  las_future_t *f = las_future_new(loop);
+  ASSERT_EQ(las_future_complete(f, (las_state_t)7), LAS_EINVAL);
+  ASSERT_EQ(las_future_complete(f, LAS_PENDING), LAS_EINVAL);
+  las_value_t bad = {.type = LAS_VSTR, .u.s = {NULL, 5}};
+  ASSERT_EQ(las_future_set_values(f, &bad, 1), LAS_EINVAL);
+  ASSERT_EQ(las_future_post_values(f, &bad, 1), LAS_EINVAL);
+  ASSERT_EQ(las_future_state(f), LAS_PENDING);
+  las_value_t empty = {.type = LAS_VSTR, .u.s = {NULL, 0}};
+  ASSERT_OK(las_future_set_values(f, &empty, 1));
+  const las_value_t *v;
+  ASSERT_EQ(las_future_values(f, &v), 1);
+  ASSERT_EQ(v[0].u.s.len, 0);
+  ASSERT_EQ(strcmp(v[0].u.s.ptr, ""), 0);
+  las_future_unref(f);
+
+  /* A task's outcome is its own step's to set: from outside, only a cancel. */
+  las_task_t *t = las_task_new(loop, other_step, NULL);
+  las_value_t one = {.type = LAS_VINT, .u.i = 1};
+  ASSERT_EQ(las_future_set_values(las_task_future(t), &one, 1), LAS_EINVAL);
+  ASSERT_EQ(las_future_set_error(las_task_future(t), "x"), LAS_EINVAL);
+  ASSERT_EQ(las_future_complete(las_task_future(t), LAS_DONE), LAS_EINVAL);
+  ASSERT_EQ(las_future_post_values(las_task_future(t), &one, 1), LAS_EINVAL);
+  /* ... and it waits only on futures of its own loop. */
+  las_loop_t *other = new_loop();
+  las_future_t *g = las_future_new(other);
+  ASSERT_EQ(las_task_wait(t, g), LAS_EINVAL);
+  las_future_unref(g);
+  CLOSE_LOOP(other);
+  ASSERT_OK(las_task_schedule(t));
+  ASSERT_OK(las_loop_run(loop));
+  ASSERT_EQ(las_future_state(las_task_future(t)), LAS_DONE);
+  las_future_unref(las_task_future(t));
+
+  /* destroy after a successful close drops nothing twice, even while a reference keeps the
+   * memory (a thread that may still post). */
+  las_loop_ref(loop);
+  CLOSE_LOOP(loop);
+  las_loop_destroy(loop);
+  ASSERT_EQ(las_loop_post(loop, never_posted, NULL), LAS_ECLOSED);
+  las_loop_unref(loop);
+}
+
 int main(int argc, char **argv) {
   TEST_FILTER(argc, argv);
   RUN_TEST(test_states);
@@ -297,5 +357,6 @@ int main(int argc, char **argv) {
   RUN_TEST(test_remove_callback);
   RUN_TEST(test_refcounts);
   RUN_TEST(test_hold_loop);
+  RUN_TEST(test_misuse);
   return 0;
 }

