@@ -1628,9 +1628,25 @@ static int api_settle(lua_State *L, int fut, int n) {
   return 1;
 }
 
+static int api_watch_loop(lua_State *L, void (*cb)(void *, las_loop_t *), void *ud) {
+  lstate *S = lasync__state(L);
+  if (!S || !cb || S->nwatch >= 8) return -1;
+  S->watch[S->nwatch].cb = cb;
+  S->watch[S->nwatch].ud = ud;
+  S->nwatch++;
+  if (S->loop) cb(ud, S->loop);
+  return 0;
+}
+
+/* Tells the watchers the state's loop is now S->loop (NULL: none). */
+void lasync__loop_changed(lstate *S) {
+  for (int i = 0; i < S->nwatch; i++) S->watch[i].cb(S->watch[i].ud, S->loop);
+}
+
 static const lasync_api api_table = {
   LASYNC_API_VERSION, lasync_getloop, las_loop_post, las_loop_hold, las_loop_release,
-  las_loop_uv, las_loop_ref, las_loop_unref, lasync_report_error, api_newfuture, api_settle};
+  las_loop_uv, las_loop_ref, las_loop_unref, lasync_report_error, api_newfuture, api_settle,
+  api_watch_loop};
 
 int lasync_open(lua_State *L) {
   lstate *S = open_state(L);

@@ -91,6 +91,10 @@ typedef struct lasync_api {
    * and pops them, waking its waiters, without calling its hook. Returns 1, or 0 when the
    * future had already finished (the values are dropped). Does not raise. */
   int (*settle)(lua_State *L, int fut, int n);
+  /* Calls cb(ud, loop) on the loop thread whenever the loop of L's state changes: at once
+   * if one runs, then as each lasync.run or attachment begins (its loop) and ends (NULL).
+   * Returns 0, or -1 when lasync is not open in L or 8 watchers are registered already. */
+  int (*watch_loop)(lua_State *L, void (*cb)(void *ud, las_loop_t *loop), void *ud);
 } lasync_api;
 
 #ifdef __cplusplus

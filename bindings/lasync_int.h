@@ -92,6 +92,8 @@ struct lstate {
    * than luaL_ref's free list kept in the table itself). Reset with the table each run. */
   int *freeslots, nfree, capfree, nextslot;
   char cbwhere[160];  /* debug mode: where the Lua callback now running was defined */
+  struct { void (*cb)(void *, las_loop_t *); void *ud; } watch[8]; /* lasync_api.watch_loop */
+  int nwatch;
   las_task_t *donetask; /* debug mode: the task that finished last, and its name (its box */
   char donename[64];    /* may be gone by the time a slow step is reported) */
 };
@@ -104,6 +106,7 @@ struct lstate {
                               (the cancel message), tb (the traceback of its error) */
 
 lstate *lasync__state(lua_State *L);
+void lasync__loop_changed(lstate *S);
 lfut *lasync__tofut(lua_State *L, int idx);
 void lasync__push_error(lua_State *L, lstate *S, int cls, const char *msg);
 void lasync__report(lua_State *L, lstate *S, const char *message, int erridx, int objidx,

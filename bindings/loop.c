@@ -432,8 +432,9 @@ static int loop_close(lua_State *L) {
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (las_loop_close(loop) != 0) las_loop_destroy(loop);
     S->loop = NULL;
+    lasync__loop_changed(S); /* watchers let go before the loop goes */
+    if (las_loop_close(loop) != 0) las_loop_destroy(loop);
     S->current = NULL;
     S->main = NULL;
     luaL_unref(L, LUA_REGISTRYINDEX, S->handler);
@@ -547,6 +548,7 @@ static int begin_loop(lua_State *L, lstate *S, uv_loop_t *uv, lua_State *runL) {
   const char *dbg = getenv("LASYNC_DEBUG");
   S->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
   apply_debug(S, S->slow);
+  lasync__loop_changed(S);
   return 0;
 }
 

@@ -87,6 +87,20 @@ static las_loop_t *hub_bind(lua_State *L, fstate *S) {
   return loop;
 }
 
+/* Follows the state's loop as runs and attachments begin and end (lasync_api.watch_loop),
+ * so that calls from other threads reach the loop running now, whenever the callback was
+ * made; between runs they get a definite "closed" status. */
+static void hub_follow(void *ud, las_loop_t *loop) {
+  cbhub *h = ud;
+  if (loop) api.ref(loop);
+  pthread_mutex_lock(&h->mu);
+  las_loop_t *old = h->loop;
+  if (h->closed) old = loop; /* the state is gone: keep nothing */
+  else h->loop = loop;
+  pthread_mutex_unlock(&h->mu);
+  if (old) api.unref(old);
+}
+
 /* ---- closure slots ---- */
 
 enum { SL_FREE, SL_LIVE, SL_DEAD };
@@ -104,7 +118,8 @@ typedef struct cbslot {
   int oneshot;
   las_loop_t *heldloop;         /* one-shots: the loop held (and referenced) until the call */
   int kill_on_cancel;           /* one-shot: the C side never calls after a cancel */
-  lua_Integer gen;              /* bumped on each use, for release tokens */
+  _Atomic lua_Integer gen;      /* bumped on each use: release tokens, and queued calls
+                                   tell their slot from a later use of it */
   ffi_cif cif;                  /* the cif and its types live in the slot */
   ffi_type **atypes;
   int nparams, cap;
@@ -232,7 +247,7 @@ static int slot_new(lua_State *L, fstate *S, int ft, const char *ctx, cbslot **o
   s->fnref = s->futref = LUA_NOREF;
   s->oneshot = s->kill_on_cancel = 0;
   s->heldloop = NULL;
-  s->gen++;
+  atomic_fetch_add(&s->gen, 1);
   slot_prep(L, S, s, ft, ctx);
   s->ct = ft;
   atomic_store(&s->fired, 0);
@@ -400,11 +415,13 @@ typedef struct waiter {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int done, abandoned, status, refs;
+  int running;                  /* the loop thread is running this very call */
 } waiter;
 
 typedef struct cbmsg {
   struct cbmsg *next;
   cbslot *s;
+  lua_Integer gen;              /* the slot's use this call was made to */
   waiter *w;                    /* the caller waits for a result (NULL for void) */
   void *ret;                    /* result buffer inside this message */
   void **args;
@@ -425,17 +442,39 @@ static void msg_unref(cbmsg *m) {
 
 /* The loop-thread half of a foreign call: runs the callback (unless the caller gave up
  * or the state or loop closed) and wakes the caller. */
+/* A call queued before its callback was freed is reported like a call made after the free
+ * (on the loop thread, through the exception handler). */
+static void report_freed(cbhub *h) {
+  if (h->closed || !h->S) return;
+  lua_State *L = h->S->cbL;
+  int top = lua_gettop(L);
+  lua_pushliteral(L, "ffi callback: called after it was freed");
+  report(L, h->S, "ffi callback");
+  lua_settop(L, top);
+}
+
+static int msg_freed(cbmsg *m) {
+  return atomic_load(&m->s->state) != SL_LIVE || atomic_load(&m->s->gen) != m->gen;
+}
+
 static void deliver_one(cbmsg *m, int status) {
   cbslot *s = m->s;
   cbhub *h = atomic_load(&s->hub);
-  int st = ST_CLOSED;
-  int skip = status != 0 || h->closed || atomic_load(&s->state) != SL_LIVE;
+  int freed = msg_freed(m);
+  int st = freed ? ST_FREED : ST_CLOSED;
+  int skip = status != 0 || h->closed || freed;
   waiter *w = m->w;
+  int abandoned = 0;
   if (w) {
     pthread_mutex_lock(&w->mu);
-    skip |= w->abandoned;
+    /* A caller that gave up waiting (a suspected deadlock) no longer wants a result, but a
+     * one-shot's call still completes its future: the awaiting task must not hang. */
+    abandoned = w->abandoned;
+    skip |= abandoned && !s->oneshot;
+    w->running = !skip;
     pthread_mutex_unlock(&w->mu);
   }
+  if (freed && status == 0 && !abandoned) report_freed(h);
   if (!skip) st = run_on_loop(s, m->args, m->ret);
   if (w) {
     pthread_mutex_lock(&w->mu);
@@ -464,8 +503,12 @@ static int deliver_protected(lua_State *L) {
     cbmsg *m = b->cur = b->m;
     b->m = m->next;
     cbslot *s = m->s;
-    int ran = atomic_load(&s->state) == SL_LIVE;
-    if (ran && s->futref != LUA_NOREF) resolve(L, S, s, m->args);
+    int ran = !msg_freed(m);
+    if (!ran) {
+      lua_pushliteral(L, "ffi callback: called after it was freed");
+      report(L, S, "ffi callback");
+      lua_settop(L, top);
+    } else if (s->futref != LUA_NOREF) resolve(L, S, s, m->args);
     else if (ran) {
       ctype *ft = CT(S->db, s->ct);
       lua_rawgeti(L, LUA_REGISTRYINDEX, s->fnref);
@@ -555,7 +598,13 @@ static int wait_result(cbhub *h, waiter *w) {
     pthread_cond_timedwait(&w->cv, &w->mu, &ts);
     if (w->done) break;
     long busy = atomic_load(&h->busy);
-    if (!busy || busy != busy0) { busy0 = busy; clock_gettime(CLOCK_MONOTONIC, &start); continue; }
+    /* The loop thread is busy with this very call (its Lua makes a long C call): no
+     * deadlock, however long that takes. */
+    if (!busy || busy != busy0 || w->running) {
+      busy0 = busy;
+      clock_gettime(CLOCK_MONOTONIC, &start);
+      continue;
+    }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     double waited = (double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) * 1e-9;
@@ -576,7 +625,7 @@ static void post_report(cbhub *h, const char *text);
 
 /* Copies the arguments (and room for the result) into one message; a void callback
  * returns at once, one with a result waits for the loop thread. */
-static void foreign_call(cbslot *s, ffi_cif *cif, void *ret, void **args) {
+static void foreign_call(cbslot *s, lua_Integer gen, ffi_cif *cif, void *ret, void **args) {
   cbhub *h = atomic_load(&s->hub);
   size_t rsize = cif->rtype->size < sizeof(ffi_arg) ? sizeof(ffi_arg) : cif->rtype->size;
   int waits = cif->rtype->type != FFI_TYPE_VOID;
@@ -587,6 +636,7 @@ static void foreign_call(cbslot *s, ffi_cif *cif, void *ret, void **args) {
   if (!m) { last_status = ST_CLOSED; return; }
   char *p = m->data;
   m->s = s;
+  m->gen = gen;
   m->w = NULL;
   m->ret = NULL;
   if (waits) {
@@ -594,7 +644,7 @@ static void foreign_call(cbslot *s, ffi_cif *cif, void *ret, void **args) {
     p += AL16(sizeof(waiter));
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    w->done = w->abandoned = w->status = 0;
+    w->done = w->abandoned = w->status = w->running = 0;
     w->refs = 2;
     m->ret = p;
     memset(p, 0, rsize);
@@ -654,6 +704,7 @@ static void post_report(cbhub *h, const char *text) {
 /* The one entry point of every closure. */
 static void cb_entry(ffi_cif *cif, void *ret, void **args, void *ud) {
   cbslot *s = ud;
+  lua_Integer gen = atomic_load(&s->gen); /* before the state: a use seen live is this one */
   if (cif->rtype->type != FFI_TYPE_VOID)
     memset(ret, 0, cif->rtype->size < sizeof(ffi_arg) ? sizeof(ffi_arg) : cif->rtype->size);
   cbhub *h = atomic_load(&s->hub);
@@ -678,7 +729,7 @@ static void cb_entry(ffi_cif *cif, void *ret, void **args, void *ud) {
   }
   if (onloop) last_status = run_on_loop(s, args, ret);
   else if (pthread_equal(pthread_self(), h->owner)) last_status = ST_CLOSED;
-  else foreign_call(s, cif, ret, args);
+  else foreign_call(s, gen, cif, ret, args);
 }
 
 /* ---- Lua API: callbacks ---- */
@@ -796,7 +847,7 @@ static void get_cancel(lua_State *L, fstate *S) {
 /* Whether s is still the live one-shot of this state that the token names. */
 static int slot_is(fstate *S, cbslot *s, lua_Integer tok) {
   return s && atomic_load(&s->state) == SL_LIVE && atomic_load(&s->hub) == S->hub && s->oneshot &&
-         s->gen == tok;
+         atomic_load(&s->gen) == tok;
 }
 
 /* The awaiting side is done with a one-shot (its future finished or was given up): the
@@ -870,7 +921,7 @@ static int aw_start(lua_State *L) {
     return lua_error(L);
   }
   lua_pushlightuserdata(L, s);
-  lua_pushinteger(L, s->gen);
+  lua_pushinteger(L, atomic_load(&s->gen));
   lua_pushvalue(L, fut);
   return 4;
 }
@@ -909,7 +960,7 @@ static int os_new(lua_State *L) {
   lua_pushvalue(L, fut);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushlightuserdata(L, s);
-  lua_pushinteger(L, s->gen);
+  lua_pushinteger(L, atomic_load(&s->gen));
   lua_pushvalue(L, fut);
   lua_pushcclosure(L, os_never, 4);
   return 3;
@@ -1234,6 +1285,7 @@ void ffi_cb_open(lua_State *L, fstate *S) {
   S->ref_anchors = luaL_ref(L, LUA_REGISTRYINDEX);
   S->ref_cancel = LUA_NOREF;
   S->universe = lua_topointer(L, LUA_REGISTRYINDEX);
+  if (load_api(L)) api.watch_loop(L, hub_follow, h);
 }
 
 /* The state is closing: from now on foreign threads get ST_CLOSED; closures stay valid

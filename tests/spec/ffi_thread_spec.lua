@@ -199,6 +199,61 @@ describe("ffi threads", function()
     assert.equal(5, v)
   end)
 
+  it("drops (and reports) a queued call whose callback was freed and its slot reused", async(function()
+    local reports = capture_reports()
+    local hold <close> = ffi.hold()
+    local hits = 0
+    local A = ffi.cast("void (*)(void *, int)", function() hits = hits + 1 end)
+    C.fx_spam(1, 1, A, nil)
+    C.fx_spam_join()       -- the call is queued for the loop thread, not delivered yet
+    A:free()
+    for _ = 1, 300 do ffi.cast("void (*)(int)", function() end):free() end  -- past quarantine
+    local B = ffi.cast("void (*)(double, double, double, double, double, double, struct fx_rect)",
+      function() hits = hits + 100 end)
+    wait_until(function() return #reports >= 1 end, "the report")
+    assert.equal(0, hits)  -- neither A (freed) nor B (another use of the slot) ran
+    assert.matches("called after it was freed", reports[1], 1, true)
+    B:free()
+  end))
+
+  it("delivers calls from threads to a callback made before this run", function()
+    local got = 0
+    local cb = ffi.cast("void (*)(void *, int)", function() got = got + 1 end)
+    for _ = 1, 2 do  -- the callback outlives a run: the next run's loop gets its calls
+      got = 0
+      lasync.run(function()  -- nothing of the FFI is used in the run itself
+        C.fx_spam(1, 3, cb, nil)
+        C.fx_spam_join()
+        wait_until(function() return got == 3 end, "3 calls")
+      end)
+    end
+    cb:free()
+  end)
+
+  it("is no deadlock when the callback's own body makes a long C call", async(function()
+    local old = ffi.deadlock_timeout(0.1)
+    local slow = ffi.cast("int (*)(int)", function(x) C.fx_sleep_ms(300); return x * 2 end)
+    local st = ffi.new("int[1]")
+    local r = ffi.to_thread(C.fx_thread_ask, slow, 21, ffi.last_status_fn, st)
+    ffi.deadlock_timeout(old)
+    slow:free()
+    assert.equal(42, r)
+    assert.equal(0, st[0])
+  end))
+
+  it("completes an awaitable even when its value-returning callback was given up as a deadlock",
+    async(function()
+      local reports = capture_reports()
+      local old = ffi.deadlock_timeout(0.1)
+      local ask = ffi.awaitable(C.fx_thread_ask, { callback = 1 })
+      local st = ffi.new("int[1]")
+      local t = lasync.spawn(ask, 5, ffi.last_status_fn, st)
+      wait_until(function() return t:done() end, "the awaiting task")
+      ffi.deadlock_timeout(old)
+      assert.equal(2, st[0])
+      assert.matches("would deadlock", reports[1], 1, true)
+    end))
+
   it("runs blocking C functions on the thread pool while other tasks tick", async(function()
     local ticks = 0
     local ticker = lasync.spawn(function() while true do ticks = ticks + 1; lasync.sleep(0.005) end end)
