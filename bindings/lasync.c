@@ -919,7 +919,12 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   lstate *S = getS(L);
-  return lasync__push_outcome(L, S, lasync__tofut(L, 1), 1);
+  lfut *fu = lasync__tofut(L, 1);
+  /* Woken while what it awaits is still pending: a cancellation that had to break a cycle
+   * of tasks awaiting each other. */
+  if (FSTATE(fu) == LAS_PENDING && S->current && las_task_take_cancel((las_task_t *)S->current->base.f))
+    return raise_cancel(L, S, S->current);
+  return lasync__push_outcome(L, S, fu, 1);
 }
 
 static int ret_all_k(lua_State *L, int status, lua_KContext ctx) {
@@ -1368,6 +1373,7 @@ static int t_get_name(lua_State *L) {
 
 static int t_set_name(lua_State *L) {
   checktask(L, 1, "Task.set_name");
+  if (lua_isnone(L, 2)) return luaL_error(L, "Task.set_name: a name is expected");
   luaL_tolstring(L, 2, NULL);
   lasync__set_extra(L, 1, "name");
   return 0;

@@ -258,8 +258,9 @@ static int loop_call_at(lua_State *L) {
 
 static int handle_cancel(lua_State *L) {
   lhandle *h = luaL_checkudata(L, 1, "lasync.Handle");
-  if (h->cancelled || h->done) return 0;
-  h->cancelled = true;
+  if (h->cancelled) return 0;
+  h->cancelled = true; /* also once it ran, or while it runs: cancelled() says so (asyncio) */
+  if (h->done) return 0;
   if (h->timer && las_timer_active(h->timer)) {
     las_timer_stop(h->timer);
     lasync__unanchor(L, h->S, h->ref);

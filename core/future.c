@@ -299,7 +299,7 @@ las_task_t *las_task_new(las_loop_t *loop, las_step_cb step, void *ud) {
   t->waited = NULL;
   las__timer_init(loop, &t->timer);
   t->wait = LAS__W_NONE;
-  t->must_cancel = t->cancel_sent = false;
+  t->must_cancel = t->cancel_sent = t->in_cancel = false;
   t->ncancel = 0;
   loop->ntasks++;
   return t;
@@ -437,9 +437,24 @@ int las_task_cancel(las_task_t *t) {
   t->ncancel++;
   switch (t->wait) {
   case LAS__W_FUTURE:
+    if (t->in_cancel) {
+      /* Tasks awaiting each other in a cycle: cancelling what we wait for led back here.
+       * Stop waiting (the wake-up record finds the task no longer waiting on it) and wake
+       * with the cancellation; the others then see this task end cancelled. */
+      t->waited = NULL;
+      t->wait = LAS__W_NONE;
+      t->cancel_sent = true;
+      las_task_schedule(t);
+      return 1;
+    }
     /* Cancelling what we wait for wakes us with its cancellation; if it was already done
      * (its result is on the way), the request waits for the next suspension instead. */
-    if (t->waited && las_future_cancel(t->waited)) return 1;
+    if (t->waited) {
+      t->in_cancel = true;
+      int woken = las_future_cancel(t->waited);
+      t->in_cancel = false;
+      if (woken) return 1;
+    }
     break;
   case LAS__W_EXTERNAL: {
     las_loop_t *loop = t->fut.loop;

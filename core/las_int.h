@@ -109,6 +109,7 @@ struct las_task_s {
   unsigned char wait;
   bool must_cancel;
   bool cancel_sent; /* a cancel cut a sleep short: it raises, whatever uncancel does after */
+  bool in_cancel;   /* cancelling what it awaits (a cycle of awaits may lead back here) */
   int ncancel;
 };
 

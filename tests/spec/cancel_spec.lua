@@ -342,6 +342,31 @@ describe("cancellation and awaiting tasks", function()
   end))
 end)
 
+describe("cancellation and await cycles", function()
+  it("cancelling one of two tasks awaiting each other ends both cancelled, with no crash",
+    async(function()
+      local a, b
+      a = lasync.spawn(function() lasync.sleep(0); return b:await() end)
+      b = lasync.spawn(function() lasync.sleep(0); return a:await() end)
+      lasync.sleep(0.01)
+      assert.is_true(a:cancel())
+      assert.is_true(lasync.is_cancelled(select(2, pcall(a.await, a))))
+      assert.is_true(lasync.is_cancelled(select(2, pcall(b.await, b))))
+    end))
+
+  it("a run that ends with such a cycle left over finishes cleanly", function()
+    local ok, v = pcall(lasync.run, function()
+      local a, b
+      a = lasync.spawn(function() lasync.sleep(0); return b:await() end)
+      b = lasync.spawn(function() lasync.sleep(0); return a:await() end)
+      lasync.sleep(0.01)
+      return "main done"
+    end)
+    assert.is_true(ok, tostring(v))
+    assert.equals("main done", v)
+  end)
+end)
+
 describe("catching CancelledError", function()
   it("a task may catch it, uncancel, and go on to return normally", async(function()
     local t = lasync.spawn(function()

@@ -267,6 +267,14 @@ describe("loop:call_later and loop:call_at", function()
     assert.same({ -2, -1, 0 }, ran)
   end))
 
+  it("a handle cancelled by its own callback says it is cancelled", async(function()
+    local h, inside
+    h = lasync.get_loop():call_soon(function() h:cancel(); inside = h:cancelled() end)
+    lasync.sleep(0)
+    assert.is_true(inside)
+    assert.is_true(h:cancelled())
+  end))
+
   it("call_at runs at an absolute loop time, and the handle knows when", async(function()
     local loop = lasync.get_loop()
     local when = loop:time() + 0.02

@@ -180,6 +180,7 @@ describe("task names", function()
     assert.are_not.equal(old, t:get_name())
     t:set_name(12)
     assert.equals("12", t:get_name())
+    assert.has_error(function() t:set_name() end, "Task.set_name: a name is expected")
   end))
 end)
 
