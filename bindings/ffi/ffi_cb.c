@@ -440,8 +440,6 @@ static void msg_unref(cbmsg *m) {
   free(m);
 }
 
-/* The loop-thread half of a foreign call: runs the callback (unless the caller gave up
- * or the state or loop closed) and wakes the caller. */
 /* A call queued before its callback was freed is reported like a call made after the free
  * (on the loop thread, through the exception handler). */
 static void report_freed(cbhub *h) {
@@ -457,6 +455,8 @@ static int msg_freed(cbmsg *m) {
   return atomic_load(&m->s->state) != SL_LIVE || atomic_load(&m->s->gen) != m->gen;
 }
 
+/* The loop-thread half of a foreign call: runs the callback (unless the caller gave up,
+ * the callback was freed, or the state or loop closed) and wakes the caller. */
 static void deliver_one(cbmsg *m, int status) {
   cbslot *s = m->s;
   cbhub *h = atomic_load(&s->hub);
@@ -508,8 +508,9 @@ static int deliver_protected(lua_State *L) {
       lua_pushliteral(L, "ffi callback: called after it was freed");
       report(L, S, "ffi callback");
       lua_settop(L, top);
-    } else if (s->futref != LUA_NOREF) resolve(L, S, s, m->args);
-    else if (ran) {
+    } else if (s->futref != LUA_NOREF) {
+      resolve(L, S, s, m->args);
+    } else {
       ctype *ft = CT(S->db, s->ct);
       lua_rawgeti(L, LUA_REGISTRYINDEX, s->fnref);
       for (int i = 0; i < s->nparams; i++)
