@@ -386,8 +386,7 @@ static void slot_unhold(cbslot *s) {
 }
 
 /* A one-shot whose call was delivered is spent: the loop is no longer held for it. */
-static void oneshot_spent(lua_State *L, fstate *S, cbslot *s) {
-  (void)S;
+static void oneshot_spent(lua_State *L, cbslot *s) {
   slot_unhold(s);
   if (atomic_load(&s->state) == SL_LIVE) slot_kill(L, s);
 }
@@ -405,7 +404,7 @@ static int run_on_loop(cbslot *s, void **args, void *ret) {
   int st = lua_pcall(L, 1, 0, 0);
   if (st != LUA_OK) report(L, S, isfut ? "ffi awaitable callback" : "ffi callback");
   lua_settop(L, top);
-  if (isfut) oneshot_spent(L, S, s);
+  if (isfut) oneshot_spent(L, s);
   return st == LUA_OK ? ST_OK : ST_ERROR;
 }
 
@@ -491,7 +490,7 @@ static void deliver_one(cbmsg *m, int status) {
 typedef struct batch { fstate *S; cbmsg *m, *cur; } batch;
 
 static void deliver_done(lua_State *L, fstate *S, cbmsg *m, int ran) {
-  if (ran && m->s->futref != LUA_NOREF) oneshot_spent(L, S, m->s);
+  if (ran && m->s->futref != LUA_NOREF) oneshot_spent(L, m->s);
   msg_unref(m);
 }
 
@@ -854,8 +853,7 @@ static int slot_is(fstate *S, cbslot *s, lua_Integer tok) {
 /* The awaiting side is done with a one-shot (its future finished or was given up): the
  * loop is no longer held for it. With `kill` the C side promised not to call, so the slot
  * is freed; otherwise it stays armed for a late call. */
-static void slot_release(lua_State *L, fstate *S, cbslot *s, int kill) {
-  (void)S;
+static void slot_release(lua_State *L, cbslot *s, int kill) {
   slot_unhold(s);
   if (kill && !atomic_load(&s->fired)) slot_kill(L, s);
 }
@@ -876,7 +874,7 @@ static void os_hook(lua_State *L, int fut, int state, void *ud) {
   anchor_push(L, S, s->futref);
   int mine = lua_rawequal(L, -1, fut);
   lua_pop(L, 1);
-  if (mine) slot_release(L, S, s, s->kill_on_cancel && state == LAS_CANCELLED);
+  if (mine) slot_release(L, s, s->kill_on_cancel && state == LAS_CANCELLED);
 }
 
 /* Makes the future that one-shot slot s completes, anchored while the slot is armed, and
@@ -933,7 +931,7 @@ static int aw_start(lua_State *L) {
 static int os_never(lua_State *L) {
   fstate *S = ffi_state(L);
   cbslot *s = lua_touserdata(L, lua_upvalueindex(2));
-  if (slot_is(S, s, lua_tointeger(L, lua_upvalueindex(3)))) slot_release(L, S, s, 1);
+  if (slot_is(S, s, lua_tointeger(L, lua_upvalueindex(3)))) slot_release(L, s, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cancel);
   lua_pushvalue(L, lua_upvalueindex(4));
   lua_call(L, 1, 0);
@@ -973,7 +971,7 @@ static int aw_release(lua_State *L) {
   fstate *S = ffi_state(L);
   cbslot *s = lua_touserdata(L, 1);
   lua_Integer tok = luaL_checkinteger(L, 2);
-  if (slot_is(S, s, tok)) slot_release(L, S, s, lua_toboolean(L, 3));
+  if (slot_is(S, s, tok)) slot_release(L, s, lua_toboolean(L, 3));
   return 0;
 }
 
