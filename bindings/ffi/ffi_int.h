@@ -20,6 +20,10 @@ typedef enum {
 #define CTF_VARARG   0x08  /* function takes ... */
 #define CTF_VLA      0x10  /* array declared [?] */
 #define CTF_LONG     0x20  /* long double (not supported in calls) */
+#define CTF_ALIGNED  0x40  /* a typedef's __attribute__((aligned)): align is part of the key */
+
+/* The largest alignment GCC accepts (aligned(n) with a larger n is an error). */
+#define CT_MAXALIGN 0x10000000u
 
 /* The largest C object: array and record sizes are kept in 32 bits and checked against it. */
 #define CT_MAXSIZE 0x7fffffffu
@@ -40,6 +44,8 @@ typedef struct cfield {
   char *name;          /* NULL for an anonymous struct/union member */
   int type;
   uint32_t offset;
+  uint32_t align;      /* from aligned(n) or _Alignas(n) on the member, else 0 */
+  uint8_t packed;      /* __attribute__((packed)) on the member */
 } cfield;
 
 typedef struct crecord {
@@ -47,6 +53,9 @@ typedef struct crecord {
   uint8_t kind;        /* CT_STRUCT, CT_UNION or CT_ENUM */
   uint8_t complete;
   uint8_t esize, eunsigned;  /* CT_ENUM: 4 or 8 bytes (0: 4), and unsigned, from its values */
+  uint8_t packed;      /* __attribute__((packed)): every member aligned to 1 */
+  uint32_t pack;       /* #pragma pack(n) in force at the definition, else 0 */
+  uint32_t attralign;  /* __attribute__((aligned(n))) on the record, else 0 */
   int nfields, cap;
   cfield *fields;
   int self;            /* the unqualified type id naming this record */
@@ -89,9 +98,14 @@ int ct_array(ctdb *db, int elem, int64_t n, int flags);
 int ct_qual(ctdb *db, int id, int flags);
 int ct_unqual(ctdb *db, int id);
 int ct_newrecord(ctdb *db, int kind, const char *tag);
-void ct_addfield(ctdb *db, int rec, const char *name, int type);
+int ct_aligned(ctdb *db, int id, uint32_t align);
+/* Appends a member (offset 0 until ct_layout); the result is valid until the next call. */
+cfield *ct_addfield(ctdb *db, int rec, const char *name, int type);
 /* Lays out a completed record; -1 (and nothing changed) when it exceeds CT_MAXSIZE. */
 int ct_layout(ctdb *db, int rec, int line);
+/* True when a struct or union is laid out as its members' types alone would place them
+ * (no packed, aligned or #pragma pack effect): only those can be passed by value. */
+int ct_natural(ctdb *db, int id);
 const cfield *ct_findfield(ctdb *db, int id, const char *name, uint32_t *off);
 int ct_compatible_ptr(ctdb *db, int to, int from);
 /* The type of the flexible array member ending struct id (its offset in *off), or -1. */

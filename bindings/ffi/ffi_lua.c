@@ -39,19 +39,28 @@ static cdata *checkcd(lua_State *L, fstate *S, int idx, const char *ctx) {
   return cd;
 }
 
-/* New cdata with an inline, zeroed payload of `size` bytes aligned for any C type up to
- * 16 bytes. Two user values: the owner of referenced memory, and the gc finalizer. */
-cdata *ffi_newcdata(lua_State *L, fstate *S, int ct, size_t size) {
-  cdata *cd = lua_newuserdatauv(L, CD_HDR + size + 8, 2);
+/* New cdata with an inline, zeroed payload of `size` bytes, `pre` bytes after the header
+ * (a multiple of 16), aligned for any C type up to 16 bytes and for its own type beyond
+ * (an aligned(64) struct gets 64). Two user values: the owner of referenced memory, and
+ * the gc finalizer. */
+static cdata *newcdata(lua_State *L, fstate *S, int ct, size_t size, size_t pre) {
+  size_t align = CT(S->db, ct)->align, extra = align > 16 ? align : 8;
+  if (align < 16) align = 16;
+  cdata *cd = lua_newuserdatauv(L, CD_HDR + pre + size + extra, 2);
   cd->ct = ct;
   cd->flags = 0;
-  uintptr_t p = ((uintptr_t)cd + CD_HDR + 15) & ~(uintptr_t)15;
-  if (p + size > (uintptr_t)cd + CD_HDR + size + 8) p = (uintptr_t)cd + CD_HDR;
+  uintptr_t end = (uintptr_t)cd + CD_HDR + pre + size + extra;
+  uintptr_t p = ((uintptr_t)cd + CD_HDR + pre + align - 1) & ~(uintptr_t)(align - 1);
+  if (p + size > end) p = (uintptr_t)cd + CD_HDR + pre;  /* Lua's blocks are 16-aligned then */
   cd->p = (void *)p;
   memset(cd->p, 0, size);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_cdata);
   lua_setmetatable(L, -2);
   return cd;
+}
+
+cdata *ffi_newcdata(lua_State *L, fstate *S, int ct, size_t size) {
+  return newcdata(L, S, ct, size, 0);
 }
 
 size_t ffi_cdsize(ctdb *db, const cdata *cd) {
@@ -105,20 +114,22 @@ void ffi_pushc(lua_State *L, fstate *S, int ct, void *p, int parent) {
   case CT_BOOL: lua_pushboolean(L, *(uint8_t *)p != 0); return;
   case CT_INT: case CT_ENUM: {
     int u = ct_isunsigned(S->db, c);
+    /* memcpy: a member of a packed struct need not be aligned */
     switch (c->size) {
     case 1: lua_pushinteger(L, u ? *(uint8_t *)p : *(int8_t *)p); return;
-    case 2: lua_pushinteger(L, u ? *(uint16_t *)p : *(int16_t *)p); return;
-    case 4: lua_pushinteger(L, u ? (lua_Integer)*(uint32_t *)p : *(int32_t *)p); return;
+    case 2: { uint16_t v; memcpy(&v, p, 2); lua_pushinteger(L, u ? v : (int16_t)v); return; }
+    case 4: { uint32_t v; memcpy(&v, p, 4); lua_pushinteger(L, u ? (lua_Integer)v : (int32_t)v); return; }
     default: { int64_t v; memcpy(&v, p, 8); lua_pushinteger(L, (lua_Integer)v); return; }
     }
   }
   case CT_FLOAT:
-    if (c->size == 4) lua_pushnumber(L, *(float *)p);
-    else if (c->size == 8) lua_pushnumber(L, *(double *)p);
-    else lua_pushnumber(L, (lua_Number) * (long double *)p);
+    if (c->size == 4) { float f; memcpy(&f, p, sizeof f); lua_pushnumber(L, f); }
+    else if (c->size == 8) { double d; memcpy(&d, p, sizeof d); lua_pushnumber(L, d); }
+    else { long double d; memcpy(&d, p, sizeof d); lua_pushnumber(L, (lua_Number)d); }
     return;
   case CT_PTR: {
-    void *v = *(void **)p;
+    void *v;
+    memcpy(&v, p, sizeof v);
     if (!v) lua_pushnil(L);
     else pushptr(L, S, ct_unqual(S->db, ct), v);
     return;
@@ -174,11 +185,12 @@ static int toint64(lua_State *L, fstate *S, int idx, int64_t *out, int *isnum, d
   }
 }
 
+/* Stores go through memcpy: dst may be a member of a packed struct. */
 static void store_int(void *dst, int size, int64_t v) {
   switch (size) {
   case 1: *(int8_t *)dst = (int8_t)v; break;
-  case 2: *(int16_t *)dst = (int16_t)v; break;
-  case 4: *(int32_t *)dst = (int32_t)v; break;
+  case 2: { int16_t x = (int16_t)v; memcpy(dst, &x, 2); break; }
+  case 4: { int32_t x = (int32_t)v; memcpy(dst, &x, 4); break; }
   default: memcpy(dst, &v, 8);
   }
 }
@@ -270,14 +282,16 @@ void ffi_toc(lua_State *L, fstate *S, int idx, int ct, void *dst, const char *ct
     if (lua_type(L, idx) == LUA_TNUMBER) d = lua_tonumber(L, idx);
     else if (toint64(L, S, idx, &v, &isnum, &d)) { if (!isnum) d = (double)v; }
     else ffi_converr(L, S, idx, ct, ctx);
-    if (c->size == 4) *(float *)dst = (float)d;
-    else if (c->size == 8) *(double *)dst = d;
-    else *(long double *)dst = d;
+    if (c->size == 4) { float f = (float)d; memcpy(dst, &f, sizeof f); }
+    else if (c->size == 8) memcpy(dst, &d, sizeof d);
+    else { long double x = d; memcpy(dst, &x, sizeof x); }
     return;
   }
-  case CT_PTR:
-    *(void **)dst = toptr(L, S, idx, ct, ctx, flags);
+  case CT_PTR: {
+    void *pv = toptr(L, S, idx, ct, ctx, flags);
+    memcpy(dst, &pv, sizeof pv);
     return;
+  }
   case CT_STRUCT: case CT_UNION: case CT_ARRAY: {
     cdata *cd = ffi_tocdata(L, S, idx);
     if (cd && ct_unqual(S->db, cd->ct) == ct_unqual(S->db, ct)) { memcpy(dst, cd->p, c->size); return; }
@@ -338,13 +352,16 @@ static void init_aggregate(lua_State *L, fstate *S, int idx, int ct, void *dst, 
         if (lua_rawgeti(L, idx, (lua_Integer)(n + base)) != LUA_TNIL) too_many(L, S, ct, ctx);
         lua_pop(L, 1);
       }
+      if (i == 1 && count < 0)  /* LuaJIT repeats a lone element through a fixed-size array */
+        for (int64_t j = 1; j < n; j++) memcpy((char *)dst + j * e->size, dst, e->size);
       return;
     }
     for (int64_t i = 0; i < n; i++) ffi_toc(L, S, idx, c->base, (char *)dst + i * e->size, ctx, TOC_INIT);
     return;
   }
   if (!lua_istable(L, idx)) ffi_converr(L, S, idx, ct, ctx);
-  int pos = 1;
+  int pos = lua_rawgeti(L, idx, 0) != LUA_TNIL ? 0 : 1;  /* 0-based positions, as for arrays */
+  lua_pop(L, 1);
   init_fields(L, S, idx, ct, dst, ctx, count, &pos);
   if (lua_rawgeti(L, idx, pos) != LUA_TNIL) too_many(L, S, ct, ctx);
   lua_pop(L, 1);
@@ -477,8 +494,7 @@ static int f_new(lua_State *L) {
   int top = lua_gettop(L);
   cdata *cd;
   if (count >= 0) {  /* the count goes in a 16-byte prefix, keeping the payload aligned */
-    cd = ffi_newcdata(L, S, ct, size + 16);
-    cd->p = (char *)cd->p + 16;
+    cd = newcdata(L, S, ct, size, 16);
     cd->flags |= CDF_VLA;
     ((int64_t *)cd->p)[-2] = count;
   } else cd = ffi_newcdata(L, S, ct, size);
@@ -901,11 +917,12 @@ static void u64_tofloat(lua_State *L, int idx) {
 
 /* Operands of an operation on scalar cdata, as Lua numbers on slots 1 and 2. When one was
  * a uint64_t, both integers are operated on as C does (unsigned), and an integer from a
- * uint64_t meets a float as its unsigned value. Returns 1 when the result is pushed. */
-static int u64_operands(lua_State *L, int op, const int *u) {
+ * uint64_t meets a float as its unsigned value. Returns 1 when the result is pushed.
+ * `cmp` tells a comparison (op is LUA_OPEQ/LT/LE) from arithmetic: their codes overlap
+ * (LUA_OPLT is LUA_OPSUB, LUA_OPLE is LUA_OPMUL). */
+static int u64_operands(lua_State *L, int op, const int *u, int cmp) {
   if (!u[0] && !u[1]) return 0;
-  if (lua_isinteger(L, 1) && lua_isinteger(L, 2) && (op == LUA_OPMOD || op == LUA_OPIDIV ||
-      op == LUA_OPLT || op == LUA_OPLE)) {
+  if (lua_isinteger(L, 1) && lua_isinteger(L, 2) && (cmp ? op != LUA_OPEQ : op == LUA_OPMOD || op == LUA_OPIDIV)) {
     uint64_t x = (uint64_t)lua_tointeger(L, 1), y = (uint64_t)lua_tointeger(L, 2);
     if (op == LUA_OPLT) { lua_pushboolean(L, x < y); return 1; }
     if (op == LUA_OPLE) { lua_pushboolean(L, x <= y); return 1; }
@@ -913,10 +930,25 @@ static int u64_operands(lua_State *L, int op, const int *u) {
     lua_pushinteger(L, (lua_Integer)(op == LUA_OPMOD ? x % y : x / y));
     return 1;
   }
-  int intop = lua_isinteger(L, 1) && lua_isinteger(L, 2) && op != LUA_OPDIV && op != LUA_OPPOW;
+  int intop = lua_isinteger(L, 1) && lua_isinteger(L, 2) && (cmp || (op != LUA_OPDIV && op != LUA_OPPOW));
   if (!intop)  /* add, sub, mul, unm and eq of two integers keep their bits */
     for (int i = 0; i < 2; i++) if (u[i]) u64_tofloat(L, i + 1);
   return 0;
+}
+
+/* The integer added to a pointer: a Lua integer, a float with an integer value, or an
+ * integer cdata (an int64_t, a size_t from ffi.cast), as LuaJIT takes them. */
+static int64_t ptr_offset(lua_State *L, fstate *S, int idx, int ptridx) {
+  int64_t v = 0; int isnum = 0; double d = 0;
+  if (lua_type(L, idx) == LUA_TBOOLEAN || !toint64(L, S, idx, &v, &isnum, &d) ||
+      (isnum && (d != floor(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0))) {
+    cdata *cd = ffi_tocdata(L, S, ptridx), *other = ffi_tocdata(L, S, idx);
+    char t[160], o[168];
+    if (other) snprintf(o, sizeof o, "'%s'", ffi_typename(S, other->ct, t, sizeof t));
+    else snprintf(o, sizeof o, "%s", lua_type(L, idx) == LUA_TNUMBER ? "a non-integer number" : luaL_typename(L, idx));
+    luaL_error(L, "attempt to perform arithmetic on '%s' and %s", ffi_typename(S, cd->ct, t, sizeof t), o);
+  }
+  return isnum ? (int64_t)d : v;
 }
 
 /* Arithmetic on scalar cdata converts both sides to Lua numbers; on pointers it is C's
@@ -932,12 +964,12 @@ static int arith(lua_State *L, int op) {
       return 1;
     }
     if (op != LUA_OPADD && op != LUA_OPSUB) return luaL_error(L, "invalid pointer arithmetic");
-    uint64_t d = (uint64_t)luaL_checkinteger(L, 2) * sa;  /* wraps like the address does */
+    uint64_t d = (uint64_t)ptr_offset(L, S, 2, 1) * sa;  /* wraps like the address does */
     pushptr(L, S, ct_ptr(S->db, ea, 0), (void *)(op == LUA_OPADD ? (uintptr_t)pa + d : (uintptr_t)pa - d));
     return 1;
   }
   if (b && op == LUA_OPADD && ptrinfo(S, b, &pb, &sb, &eb)) {
-    pushptr(L, S, ct_ptr(S->db, eb, 0), (void *)((uintptr_t)pb + (uint64_t)luaL_checkinteger(L, 1) * sb));
+    pushptr(L, S, ct_ptr(S->db, eb, 0), (void *)((uintptr_t)pb + (uint64_t)ptr_offset(L, S, 1, 2) * sb));
     return 1;
   }
   int u[2] = { 0, 0 };
@@ -948,7 +980,7 @@ static int arith(lua_State *L, int op) {
   }
   lua_settop(L, 2);
   if (op == LUA_OPUNM) u[1] = u[0];
-  if (u64_operands(L, op, u)) return 1;
+  if (u64_operands(L, op, u, 0)) return 1;
   lua_arith(L, op);
   return 1;
 }
@@ -987,7 +1019,7 @@ static int compare(lua_State *L, int op) {
     if (op == LUA_OPEQ) { lua_pushboolean(L, 0); return 1; }
     return luaL_error(L, "attempt to compare %s with %s", luaL_typename(L, 1), luaL_typename(L, 2));
   }
-  if (u64_operands(L, op, u)) return 1;
+  if (u64_operands(L, op, u, 1)) return 1;
   lua_pushboolean(L, lua_compare(L, 1, 2, op));
   return 1;
 }
@@ -1007,6 +1039,11 @@ static ffi_type *record_ffi(lua_State *L, fstate *S, int ct, const char *ctx) {
   if (c->ffi) return c->ffi;
   crecord *r = &S->db->r[c->aux];
   if (!r->complete || c->size == 0) luaL_error(L, "%s: cannot pass '%s' by value", ctx, ffi_typename(S, ct, (char[160]){0}, 160));
+  /* libffi lays out a struct from its member types alone; a packed or aligned layout
+   * would be passed as another one (and the psABI classifies unaligned members apart) */
+  if (!ct_natural(S->db, ct))
+    luaL_error(L, "%s: cannot pass '%s' by value: packed or aligned layouts are not supported in calls",
+               ctx, ffi_typename(S, ct, (char[160]){0}, 160));
   size_t nel = 0;
   ffi_type *unit = NULL;
   if (c->kind == CT_UNION) {

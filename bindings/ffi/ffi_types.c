@@ -42,6 +42,7 @@ static uint32_t hash_key(const ctype *k, const int *params) {
   h = h * 1000003u ^ (uint32_t)k->base;
   h = h * 1000003u ^ (uint32_t)k->aux;
   h = h * 1000003u ^ (uint32_t)k->n;
+  if (k->flags & CTF_ALIGNED) h = h * 1000003u ^ k->align;
   if (k->kind == CT_FUNC)
     for (int64_t i = 0; i < k->n; i++) h = h * 1000003u ^ (uint32_t)params[i];
   return h;
@@ -50,6 +51,7 @@ static uint32_t hash_key(const ctype *k, const int *params) {
 static int same_key(ctdb *db, const ctype *a, const ctype *k, const int *params) {
   if (a->kind != k->kind || a->flags != k->flags || a->base != k->base || a->n != k->n)
     return 0;
+  if ((k->flags & CTF_ALIGNED) && a->align != k->align) return 0;
   if (k->kind == CT_FUNC)
     return k->n == 0 || memcmp(db->params + a->aux, params, sizeof(int) * (size_t)k->n) == 0;
   return a->aux == k->aux;
@@ -62,7 +64,7 @@ static void rehash(ctdb *db, int nbuckets) {
   for (int i = 0; i < nbuckets; i++) db->thash[i] = -1;
   for (int id = 0; id < db->nt; id++) {
     ctype *c = &db->t[id];
-    const int *ps = c->kind == CT_FUNC ? db->params + c->aux : NULL;
+    const int *ps = c->kind == CT_FUNC && c->n ? db->params + c->aux : NULL;
     uint32_t b = hash_key(c, ps) % (uint32_t)nbuckets;
     c->next = db->thash[b];
     db->thash[b] = id;
@@ -123,11 +125,24 @@ int ct_array(ctdb *db, int elem, int64_t n, int flags) {
   return ct_intern(db, &k, NULL);
 }
 
+/* The variant of a type that a typedef with __attribute__((aligned(n))) names: the same
+ * size, its own alignment (which may be smaller, as GCC allows for typedefs). */
+int ct_aligned(ctdb *db, int id, uint32_t align) {
+  ctype *c = &db->t[id];
+  if (c->kind == CT_FUNC || c->kind == CT_VOID) return id;
+  ctype k = *c;
+  k.flags |= CTF_ALIGNED;
+  k.align = align;
+  return ct_intern(db, &k, NULL);
+}
+
 int ct_qual(ctdb *db, int id, int flags) {
   ctype *c = &db->t[id];
   if ((c->flags & CTF_CONST) == (flags & CTF_CONST)) return id;
-  if (c->kind == CT_ARRAY)  /* a const array is an array of const elements */
-    return ct_array(db, ct_qual(db, c->base, flags), c->n, c->flags);
+  if (c->kind == CT_ARRAY) {  /* a const array is an array of const elements */
+    int a = ct_array(db, ct_qual(db, c->base, flags), c->n, c->flags & ~CTF_ALIGNED);
+    return c->flags & CTF_ALIGNED ? ct_aligned(db, a, c->align) : a;
+  }
   if (c->kind == CT_FUNC) return id;
   ctype k = *c;
   k.flags = (uint8_t)((c->flags & ~CTF_CONST) | (flags & CTF_CONST));
@@ -135,8 +150,17 @@ int ct_qual(ctdb *db, int id, int flags) {
   return ct_intern(db, &k, NULL);
 }
 
+/* The type without const or a typedef's alignment: what C compares for compatibility. */
 int ct_unqual(ctdb *db, int id) {
-  if (db->t[id].kind == CT_ARRAY) return id;
+  ctype *c = &db->t[id];
+  if (c->flags & CTF_ALIGNED) {
+    ctype k = *c;
+    k.flags &= (uint8_t)~(CTF_ALIGNED | (c->kind == CT_ARRAY ? 0 : CTF_CONST));
+    k.size = k.align = 0;  /* found, not made: the type it was derived from exists */
+    if (c->kind == CT_STRUCT || c->kind == CT_UNION || c->kind == CT_ENUM) return db->r[c->aux].self;
+    return ct_intern(db, &k, NULL);
+  }
+  if (c->kind == CT_ARRAY) return id;
   return ct_qual(db, id, 0);
 }
 
@@ -153,29 +177,40 @@ int ct_newrecord(ctdb *db, int kind, const char *tag) {
   return ri;
 }
 
-void ct_addfield(ctdb *db, int rec, const char *name, int type) {
+cfield *ct_addfield(ctdb *db, int rec, const char *name, int type) {
   crecord *r = &db->r[rec];
   GROW(r->fields, r->nfields, r->cap);
   cfield *f = &r->fields[r->nfields++];
+  memset(f, 0, sizeof *f);
   f->name = name ? xstrdup(name) : NULL;
   f->type = type;
-  f->offset = 0;
+  return f;
 }
 
 static uint64_t round_up(uint64_t x, uint64_t a) { return a ? (x + a - 1) / a * a : x; }
 
+/* The alignment a member gets, as GCC computes it: its type's, or 1 when packed; raised
+ * by an aligned attribute on the member; then capped by #pragma pack. */
+static uint32_t field_align(ctdb *db, const crecord *r, const cfield *f) {
+  uint32_t a = r->packed || f->packed ? 1 : db->t[f->type].align;
+  if (f->align > a) a = f->align;
+  if (r->pack && a > r->pack) a = r->pack;
+  return a ? a : 1;
+}
+
 /* Lays out a completed struct or union: each member at the next multiple of its
  * alignment, the whole padded to the largest member alignment (the psABI rule), and
- * propagates size and alignment to every qualified variant of the record's type.
- * Offsets are computed in 64 bits: a record larger than CT_MAXSIZE (the limit arrays
- * have too) is refused with -1 and left incomplete, instead of wrapping around. */
+ * propagates size and alignment to every qualified variant of the record's type (a
+ * typedef's aligned variant keeps its own alignment). Offsets are computed in 64 bits: a
+ * record larger than CT_MAXSIZE (the limit arrays have too) is refused with -1 and left
+ * incomplete, instead of wrapping around. */
 int ct_layout(ctdb *db, int rec, int line) {
   crecord *r = &db->r[rec];
   uint64_t off = 0, size = 0;
-  uint32_t align = 1;
+  uint32_t align = r->attralign ? r->attralign : 1;
   for (int i = 0; i < r->nfields; i++) {
     ctype *ft = &db->t[r->fields[i].type];
-    uint32_t a = ft->align ? ft->align : 1;
+    uint32_t a = field_align(db, r, &r->fields[i]);
     if (a > align) align = a;
     if (r->kind == CT_UNION) { if (ft->size > size) size = ft->size; }
     else { off = round_up(off, a) + ft->size; size = off; }
@@ -189,14 +224,15 @@ int ct_layout(ctdb *db, int rec, int line) {
     cfield *f = &r->fields[i];
     ctype *ft = &db->t[f->type];
     if (r->kind == CT_UNION) f->offset = 0;
-    else { off = round_up(off, ft->align ? ft->align : 1); f->offset = (uint32_t)off; off += ft->size; }
+    else { off = round_up(off, field_align(db, r, f)); f->offset = (uint32_t)off; off += ft->size; }
   }
   r->complete = 1;
   r->line = line;
   for (int id = 0; id < db->nt; id++) {
     ctype *c = &db->t[id];
     if ((c->kind == CT_STRUCT || c->kind == CT_UNION || c->kind == CT_ENUM) && c->aux == rec) {
-      c->size = (uint32_t)size; c->align = align;
+      c->size = (uint32_t)size;
+      if (!(c->flags & CTF_ALIGNED)) c->align = align;
     }
   }
   if (db->intxn) {
@@ -204,6 +240,34 @@ int ct_layout(ctdb *db, int rec, int line) {
     db->undo[db->nundo++] = (cundo){ U_COMPLETE, rec };
   }
   return 0;
+}
+
+/* The alignment libffi gives a type: natural, from the type alone. */
+static uint32_t natural_align(ctdb *db, int id) {
+  ctype *c = &db->t[id];
+  if (c->kind == CT_ARRAY) return natural_align(db, c->base);
+  if (c->kind == CT_STRUCT || c->kind == CT_UNION) return db->t[db->r[c->aux].self].align;
+  if (c->flags & CTF_ALIGNED) return db->t[ct_unqual(db, id)].align;
+  return c->align ? c->align : 1;
+}
+
+int ct_natural(ctdb *db, int id) {
+  ctype *c = &db->t[ct_unqual(db, id)];
+  crecord *r = &db->r[c->aux];
+  uint64_t off = 0, size = 0;
+  uint32_t align = 1;
+  for (int i = 0; i < r->nfields; i++) {
+    cfield *f = &r->fields[i];
+    ctype *ft = &db->t[f->type];
+    uint32_t a = natural_align(db, f->type);
+    if ((ft->kind == CT_STRUCT || ft->kind == CT_UNION) && !ct_natural(db, f->type)) return 0;
+    if (a > align) align = a;
+    if (r->kind == CT_UNION) { if (ft->size > size) size = ft->size; continue; }
+    off = round_up(off, a);
+    if (off != f->offset) return 0;
+    off += ft->size; size = off;
+  }
+  return align == c->align && round_up(size, align) == c->size;
 }
 
 const cfield *ct_findfield(ctdb *db, int id, const char *name, uint32_t *off) {
@@ -404,8 +468,9 @@ void ct_rollback(ctdb *db) {
     db->r[u.idx].esize = db->r[u.idx].eunsigned = 0;
     for (int id = 0; id < nt; id++) {
       ctype *c = &db->t[id];
-      if ((c->kind == CT_STRUCT || c->kind == CT_UNION) && c->aux == u.idx) { c->size = 0; c->align = 1; }
-      if (c->kind == CT_ENUM && c->aux == u.idx) { c->size = 4; c->align = 4; }
+      int keep = c->flags & CTF_ALIGNED;
+      if ((c->kind == CT_STRUCT || c->kind == CT_UNION) && c->aux == u.idx) { c->size = 0; if (!keep) c->align = 1; }
+      if (c->kind == CT_ENUM && c->aux == u.idx) { c->size = 4; if (!keep) c->align = 4; }
     }
   }
   for (int i = 0; i < nr; i++)  /* a forward-declared record whose body failed */

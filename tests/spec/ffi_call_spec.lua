@@ -133,6 +133,27 @@ describe("ffi calls of unusual types", function()
     end
   end)
 
+  it("refuses by value a struct whose layout packed or aligned changed, but not one left as is", function()
+    ffi.cdef [[
+      struct __attribute__((packed)) ffi_call_packed { char c; int x; };
+      struct ffi_call_over { int x; } __attribute__((aligned(16)));
+      struct ffi_call_inner { char c; struct ffi_call_packed p; };
+      struct ffi_call_same { int x __attribute__((aligned(4))); int y; double w __attribute__((aligned(8))); };
+    ]]
+    for _, t in ipairs { "struct ffi_call_packed", "struct ffi_call_over", "struct ffi_call_inner" } do
+      local f = ffi.cast("int (*)(" .. t .. ")", C.fx_add)
+      local ok, e = pcall(f, ffi.new(t))
+      assert.is_false(ok)
+      assert.matches("cannot pass '" .. t .. "' by value: packed or aligned layouts", e, 1, true)
+      ok, e = pcall(ffi.cast, "void (*)(" .. t .. ")", function() end)
+      assert.is_false(ok)
+      assert.matches("by value: packed or aligned layouts", e, 1, true)
+    end
+    -- an aligned attribute that changes nothing is no obstacle
+    local f = ffi.cast("double (*)(struct ffi_call_same)", C.fx_point_sum)
+    assert.equal(3.5, f(ffi.new("struct ffi_call_same", 1, 2, 0.5)))
+  end)
+
   it("calls long double functions from libm", function()
     ffi.cdef "long double fabsl(long double x);"
     local ok, m = pcall(ffi.load, "m")

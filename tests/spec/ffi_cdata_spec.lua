@@ -36,6 +36,19 @@ describe("ffi cdata", function()
     assert.matches("unknown type name 'nosuch_t'", err_of(ffi.new, "nosuch_t"), 1, true)
   end)
 
+  it("reads table initializers as LuaJIT: one element fills a fixed array, [0] starts at 0", function()
+    local a = ffi.new("int[3]", { 4 })
+    assert.same({ 4, 4, 4 }, { a[0], a[1], a[2] })
+    local m = ffi.new("int[2][2]", { { 1, 2 } })  -- a lone row too
+    assert.same({ 1, 2, 1, 2 }, { m[0][0], m[0][1], m[1][0], m[1][1] })
+    local v = ffi.new("int[?]", 3, { 5 })  -- not a variable-length one: it is zero-filled
+    assert.same({ 5, 0, 0 }, { v[0], v[1], v[2] })
+    local two = ffi.new("int[3]", { 1, 2 })
+    assert.same({ 1, 2, 0 }, { two[0], two[1], two[2] })
+    local p = ffi.new("struct fx_point", { [0] = 9, 8 })
+    assert.same({ 9, 8 }, { p.x, p.y })
+  end)
+
   it("refuses more initializers than the object has elements or fields", function()
     assert.matches("ffi.new: too many initializers for 'int [2]'", err_of(ffi.new, "int[2]", 1, 2, 3), 1, true)
     assert.matches("ffi.new: too many initializers for 'int [2]'", err_of(ffi.new, "int[2]", { 1, 2, 3 }), 1, true)
@@ -129,6 +142,23 @@ describe("ffi cdata", function()
                    err_of(function() return ffi.new("int[?]", 2)[1 << 32] end), 1, true)
   end)
 
+  it("reads and writes the unaligned members of packed structs", function()
+    ffi.cdef [[
+      #pragma pack(push, 1)
+      struct cd_packed { char c; int16_t s; int32_t i; int64_t l; float f; double d; void *p; uint32_t a[2]; };
+      #pragma pack(pop)
+    ]]
+    assert.equal(43, ffi.sizeof("struct cd_packed"))
+    local v = ffi.new("struct cd_packed", { 1, -2, -3, math.mininteger, 1.5, -2.25, ffi.NULL, { 7, 0xffffffff } })
+    v.p = ffi.cast("void *", 0x123456789)
+    assert.same({ 1, -2, -3, math.mininteger, 1.5, -2.25, 7, 0xffffffff },
+                { v.c, v.s, v.i, v.l, v.f, v.d, v.a[0], v.a[1] })
+    assert.equal(0x123456789, ffi.tonumber(v.p))
+    local bytes = ffi.cast("uint8_t *", v)
+    assert.equal(0xfe, bytes[1])  -- the int16_t at offset 1
+    assert.equal(0xfd, bytes[3])  -- the int32_t at offset 3
+  end)
+
   it("does pointer arithmetic and comparison", function()
     local a = ffi.new("int[10]")
     local p = ffi.cast("int *", a)
@@ -144,6 +174,14 @@ describe("ffi cdata", function()
     assert.is_true(ffi.isnull(nil))
     assert.is_false(ffi.isnull(p))
     assert.matches("pointer subtraction of different types", err_of(function() return p - ffi.cast("char *", a) end), 1, true)
+    -- the offset may be an integer cdata or a float with an integer value, as in LuaJIT
+    assert.equal(4, (p + ffi.new("int64_t", 4)) - p)
+    assert.equal(2, (ffi.cast("size_t", 2) + p) - p)
+    assert.equal(1, (p + 1.0) - p)
+    assert.matches("attempt to perform arithmetic on 'int *' and a non-integer number",
+                   err_of(function() return p + 1.5 end), 1, true)
+    assert.matches("attempt to perform arithmetic on 'int *' and boolean", err_of(function() return p + true end), 1, true)
+    assert.matches("attempt to perform arithmetic on 'int *' and 'int *'", err_of(function() return p + p end), 1, true)
   end)
 
   it("casts, sizes and type tests", function()
@@ -234,6 +272,14 @@ describe("ffi cdata", function()
     assert.equal(5, big % 10)
     assert.equal(18446744073709551615 / 2, big / 2)
     assert.equal(2 ^ 64 - 1, ffi.new("uint64_t", -1) + 0.0)
+    -- subtraction and multiplication are arithmetic, not comparisons (their operator codes
+    -- are those of < and <=), keeping the bits as addition does
+    local five = ffi.new("uint64_t", 5)
+    assert.equal(-5, five - 10)
+    assert.equal(2, five - 3)
+    assert.equal(10, five * 2)
+    assert.equal(5, 10 - five)
+    assert.equal(-2, big * 2)
     -- signed 64-bit values stay signed
     assert.is_true(ffi.new("int64_t", -1) < ffi.new("int64_t", 1))
     assert.equal(-2, ffi.new("int64_t", -3) // 2)  -- Lua numbers: floor division
