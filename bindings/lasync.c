@@ -19,7 +19,8 @@ static void push_traceback(lua_State *L, lua_State *of, const char *msg, int lev
 }
 
 /* A CancelledError the runtime raises is control flow, not a bug: it gets no traceback, so
- * cancelling a million tasks at shutdown does not build a million traceback strings. */
+ * cancelling a million tasks at shutdown does not build a million traceback strings (reading
+ * err.traceback still gives a string, made then: err_index). */
 static void push_cancel_error(lua_State *L, lstate *S, const char *msg) {
   lua_createtable(L, 0, 1);
   lua_pushstring(L, msg);
@@ -62,12 +63,31 @@ static int err_tostring(lua_State *L) {
   lua_getfield(L, -1, "name");
   lua_getfield(L, 1, "message");
   const char *name = lua_tostring(L, -2), *msg = lua_tostring(L, -1);
-  if (msg) lua_pushfstring(L, "%s: %s", name ? name : "Error", msg);
-  else lua_pushstring(L, name ? name : "Error");
+  if (!name) name = "Error";
+  /* cls() takes the class name as its message: "TimeoutError", not "TimeoutError: TimeoutError" */
+  if (msg && *msg && strcmp(msg, name) != 0) lua_pushfstring(L, "%s: %s", name, msg);
+  else lua_pushstring(L, name);
   return 1;
 }
 
-static int make_class(lua_State *L, const char *name) {
+/* CancelledError's __index: the class's fields, and a traceback even for an instance that
+ * carries none (one lasync raised: see push_cancel_error). It is made when read, so those
+ * errors keep costing nothing; lasync itself reads the field raw and still sees none. */
+static int err_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "traceback") != 0) return 0;
+  lua_getfield(L, lua_upvalueindex(1), "name");
+  lua_pushliteral(L, "message");
+  lua_rawget(L, 1);
+  const char *name = lua_tostring(L, -2), *msg = lua_tostring(L, -1);
+  lua_pushfstring(L, "%s: %s\n(raised by lasync at the await where the task was cancelled; no "
+                     "stack traceback is kept for a cancellation)",
+                  name ? name : "Error", msg ? msg : "");
+  return 1;
+}
+
+static int make_class(lua_State *L, const char *name, bool lazy_tb) {
   lua_createtable(L, 0, 4);
   lua_pushstring(L, name);
   lua_setfield(L, -2, "name");
@@ -76,6 +96,7 @@ static int make_class(lua_State *L, const char *name) {
   lua_pushcfunction(L, err_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushvalue(L, -1);
+  if (lazy_tb) lua_pushcclosure(L, err_index, 1);
   lua_setfield(L, -2, "__index");
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, err_new);
@@ -351,22 +372,38 @@ static void push_cancelled(lua_State *L, lstate *S, lfut *fu, int idx) {
   lua_remove(L, -2);
 }
 
+/* The pure-Lua layer's sources, embedded by cmake/embed.cmake. */
+extern const struct lasync_embedded { const char *name, *chunkname, *src; size_t size; } lasync_embedded[];
+
+/* Whether a chunk's source is one of the embedded lasync modules. */
+static bool is_own_chunk(const char *source) {
+  for (const struct lasync_embedded *e = lasync_embedded; e->name; e++)
+    if (strcmp(source, e->chunkname) == 0) return true;
+  return false;
+}
+
 /* Appends "awaited by <task> at <where>" to the traceback of a table error that crosses an
  * await, so that reports show the chain of tasks. The chain stays a chain: only an await of
  * the task at its end (where the error was raised, or the last task it crossed) extends it,
  * so siblings awaiting the same failed task, or one task retrieving it again, add nothing. */
 /* Writes "file:line" of the innermost Lua frame of `of` from `level` on (C frames such as
- * await itself or pcall are skipped), or "?" when there is none. Returns whether one was. */
+ * await itself or pcall are skipped), or "?" when there is none. Returns whether one was.
+ * Frames of lasync's own Lua layer (a Queue.get, a gather) are passed over for the user's
+ * line that called it, which is what a report or a chain should name; only a stack made
+ * of nothing else names them. */
 bool lasync__where(lua_State *of, int level, char *buf, size_t n) {
   lua_Debug ar;
+  bool found = false;
   for (; lua_getstack(of, level, &ar); level++) {
     if (lua_getinfo(of, "Sl", &ar) && ar.currentline > 0) {
-      snprintf(buf, n, "%s:%d", ar.short_src, ar.currentline);
-      return true;
+      bool lib = is_own_chunk(ar.source);
+      if (!found || !lib) snprintf(buf, n, "%s:%d", ar.short_src, ar.currentline);
+      found = true;
+      if (!lib) return true;
     }
   }
-  snprintf(buf, n, "?");
-  return false;
+  if (!found) snprintf(buf, n, "?");
+  return found;
 }
 
 /* The string-error version of the chain below: a string cannot carry a traceback, so the
@@ -652,8 +689,10 @@ static void check_swallowed(lstate *S, ltask *tk) {
   lua_pushfstring(L, "Task-%I caught CancelledError and went on (it returned normally after being "
                      "cancelled; re-raise the error, or call task:uncancel() if that is deliberate)",
                   tk->id);
-  lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
-  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors); /* ctx.task: it is still anchored here */
+  lua_rawgeti(L, -1, tk->ref);
+  lasync__report(L, S, lua_tostring(L, -3), 0, lasync__tofut(L, -1) ? -1 : 0, NULL);
+  lua_pop(L, 3);
 }
 
 /* A bare coroutine.yield() has no continuation to raise a cancellation from, so a one-shot
@@ -677,6 +716,23 @@ static void arm_cancel_at_yield(ltask *tk) {
   tk->hook.mask = lua_gethookmask(tk->co);
   tk->hook.count = lua_gethookcount(tk->co);
   lua_sethook(tk->co, cancel_at_yield_hook, LUA_MASKCOUNT, 1);
+}
+
+/* Debug mode: remembers where the step about to run begins, for the report of a slow step
+ * that finishes the task (its stack is gone by then): a first step begins at the function,
+ * a later one where the task was suspended. */
+static void note_step_start(lstate *S, las_task_t *t, ltask *tk, int nargs) {
+  S->steptask = t;
+  lua_Debug ar;
+  if (nargs == 0) {
+    lasync__where(tk->co, 0, S->stepfrom, sizeof S->stepfrom);
+  } else if (lua_type(tk->co, 2) == LUA_TFUNCTION && lua_checkstack(tk->co, 1)) {
+    lua_pushvalue(tk->co, 2); /* the coroutine's stack: task_body, the function, its args */
+    lua_getinfo(tk->co, ">S", &ar);
+    snprintf(S->stepfrom, sizeof S->stepfrom, "%s:%d", ar.short_src, ar.linedefined);
+  } else {
+    snprintf(S->stepfrom, sizeof S->stepfrom, "?");
+  }
 }
 
 /* The core's step callback: resume the coroutine once, then read what it did. A yield that
@@ -704,6 +760,7 @@ static void task_step(las_task_t *t, void *ud) {
     }
     nargs = lua_gettop(co) - 1;
   }
+  if (S->debug) note_step_start(S, t, tk, nargs);
   if ((tk->base.flags & F_BARE_YIELD) && las_task_take_cancel(t)) arm_cancel_at_yield(tk);
   tk->base.flags &= (unsigned char)~F_BARE_YIELD;
   ltask *prev = S->current;
@@ -1455,10 +1512,16 @@ void lasync_report_error(lua_State *L, int idx, const char *what) {
 static char CBTB_KEY;
 
 /* Message handler for callbacks whose errors are only reported: the error stays the value
- * raised (the report's ctx.error); a table keeps its own traceback field, and for anything
- * else the traceback is set aside for the report (lasync__push_cbtb). */
+ * raised (the report's ctx.error); a table with a traceback field keeps its own, and for
+ * anything else the traceback is set aside for the report (lasync__push_cbtb). */
 static int tb_handler(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TTABLE) {
+  bool own = false;
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    lua_pushliteral(L, "traceback");
+    own = lua_rawget(L, 1) == LUA_TSTRING;
+    lua_pop(L, 1);
+  }
+  if (!own) {
     luaL_traceback(L, L, NULL, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CBTB_KEY);
   }
@@ -1553,11 +1616,11 @@ static lstate *open_state(lua_State *L) {
    * a running task is anchored, a finished one has let go of its C object. */
   S->mt_task = make_mt(L, S, "lasync.Task", future_methods, task_methods, false);
   S->mt_task_gc = make_mt(L, S, "lasync.Task", future_methods, task_methods, true);
-  S->cls_cancelled = make_class(L, "CancelledError");
+  S->cls_cancelled = make_class(L, "CancelledError", true);
   lua_pop(L, 1);
-  S->cls_timeout = make_class(L, "TimeoutError");
+  S->cls_timeout = make_class(L, "TimeoutError", false);
   lua_pop(L, 1);
-  S->cls_invalid = make_class(L, "InvalidStateError");
+  S->cls_invalid = make_class(L, "InvalidStateError", false);
   lua_pop(L, 1);
   S->unretrieved = new_weak(L, "k");
   S->cfuts = new_weak(L, "v");
@@ -1581,8 +1644,6 @@ static const luaL_Reg module_funcs[] = {
   {"is_timeout", l_is_timeout}, {"run", lasync__run}, {"get_loop", lasync__get_loop},
   {"traceback", l_traceback},
   {NULL, NULL}};
-
-extern const struct lasync_embedded { const char *name, *chunkname, *src; size_t size; } lasync_embedded[];
 
 /* The pure-Lua layer ships inside the module: register each file in package.preload, then
  * let the installers (combinators, sync) add their functions to the module table. */
@@ -1652,7 +1713,7 @@ void lasync__loop_changed(lstate *S) {
 static const lasync_api api_table = {
   LASYNC_API_VERSION, lasync_getloop, las_loop_post, las_loop_hold, las_loop_release,
   las_loop_uv, las_loop_ref, las_loop_unref, lasync_report_error, api_newfuture, api_settle,
-  api_watch_loop};
+  api_watch_loop, las_loop_work_begin, las_loop_work_end};
 
 int lasync_open(lua_State *L) {
   lstate *S = open_state(L);

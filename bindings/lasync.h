@@ -45,13 +45,14 @@ las_future_t *lasync_tofuture(lua_State *L, int idx);
  * in L's state; LAS_EINVAL if lasync is not open in L or uv is NULL; LAS_ENOMEM. */
 int lasync_attach(lua_State *L, uv_loop_t *uv);
 /* Detaches from the host's loop. While tasks are pending it cancels them (once each) and
- * returns LAS_EBUSY: keep running the uv loop so they can clean up, and call again. With
- * `force`, tasks still pending are reported ("destroyed but it is pending") and dropped
- * instead. Once no task is left, errors nobody retrieved are reported, callbacks and
- * timers still queued are dropped unrun (as lasync.run drops them at its end), and 0 is
- * returned: lasync's handles finish closing in the host's next uv_run iteration (run it
- * once more before uv_loop_close). LAS_ERUNNING from inside a task or one of lasync's
- * callbacks; LAS_EINVAL if L's state is not attached. */
+ * returns LAS_EBUSY: keep running the uv loop so they can clean up, and call again; the
+ * same while calls on the thread pool (ffi.to_thread, las_loop_work_begin) are running.
+ * With `force`, tasks still pending are reported ("destroyed but it is pending") and
+ * dropped instead, and running calls are reported. Once no task is left, errors nobody
+ * retrieved are reported, callbacks and timers still queued are dropped unrun (as
+ * lasync.run drops them at its end), and 0 is returned: lasync's handles finish closing in
+ * the host's next uv_run iteration (run it once more before uv_loop_close). LAS_ERUNNING
+ * from inside a task or one of lasync's callbacks; LAS_EINVAL if L's state is not attached. */
 int lasync_detach(lua_State *L, int force);
 
 /* Hands the error value at idx to the running loop's exception handler (stderr by default),
@@ -63,7 +64,7 @@ void lasync_report_error(lua_State *L, int idx, const char *what);
  * lasync into the other module would give it a second, unconnected instance, and looking
  * symbols up would require hosts to export theirs. */
 #define LASYNC_API_KEY "lasync.api"
-#define LASYNC_API_VERSION 2
+#define LASYNC_API_VERSION 3
 
 /* A C hook on a Lua future (lasync_api.newfuture): called on the loop thread, once, when the
  * future finishes by any way other than lasync_api.settle (it was cancelled, or Lua code set
@@ -95,6 +96,10 @@ typedef struct lasync_api {
    * if one runs, then as each lasync.run or attachment begins (its loop) and ends (NULL).
    * Returns 0, or -1 when lasync is not open in L or 8 watchers are registered already. */
   int (*watch_loop)(lua_State *L, void (*cb)(void *ud, las_loop_t *loop), void *ud);
+  /* Version 3. las_loop_work_begin/end: a call in flight on the thread pool, which the end
+   * of lasync.run (and lasync_detach) waits for. */
+  void (*work_begin)(las_loop_t *loop);
+  void (*work_end)(las_loop_t *loop);
 } lasync_api;
 
 #ifdef __cplusplus

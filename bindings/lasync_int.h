@@ -96,6 +96,8 @@ struct lstate {
   int nwatch;
   las_task_t *donetask; /* debug mode: the task that finished last, and its name (its box */
   char donename[64];    /* may be gone by the time a slow step is reported) */
+  las_task_t *steptask; /* debug mode: the task whose step ran last, and where that step */
+  char stepfrom[160];   /* began (for a first step, where its function is defined) */
 };
 
 #define LASYNC_UV_VALUES 1  /* Future box: its value(s) or error or cancel message */

@@ -128,8 +128,12 @@ static void slow_hook(las_loop_t *loop, las_task_t *t, las_cb fn, double secs) {
   } else if (t && las_future_state(las_task_future(t)) != LAS_PENDING) {
     /* It finished in that step: its box is no longer anchored, so only what task_done kept
      * is safe to use. */
-    lua_pushfstring(L, "Executing %s took %s seconds (it finished)",
-                    t == S->donetask ? S->donename : "a task", dur);
+    if (t == S->steptask)
+      lua_pushfstring(L, "Executing %s took %s seconds (it finished, in a step that began at %s)",
+                      t == S->donetask ? S->donename : "a task", dur, S->stepfrom);
+    else
+      lua_pushfstring(L, "Executing %s took %s seconds (it finished)",
+                      t == S->donetask ? S->donename : "a task", dur);
   } else if (t) {
     ltask *tk = las_task_data(t);
     if (tk->ref != LUA_NOREF) {
@@ -385,15 +389,17 @@ static int loop_newindex(lua_State *L) {
   lstate *S = getS(L);
   const char *k = lua_tostring(L, 2);
   if (k && strcmp(k, "shutdown_timeout") == 0) {
-    double v = luaL_checknumber(L, 3);
-    if (!(v >= 0)) return luaL_error(L, "loop.shutdown_timeout: must be a number >= 0");
+    int isnum;
+    double v = lua_tonumberx(L, 3, &isnum);
+    if (!isnum || !(v >= 0)) return luaL_error(L, "loop.shutdown_timeout: must be a number >= 0");
     S->shutdown = v;
     return 0;
   }
   if (!k || strcmp(k, "slow_callback_duration") != 0)
     return luaL_error(L, "loop: cannot set field '%s'", k ? k : luaL_typename(L, 2));
-  double v = luaL_checknumber(L, 3);
-  if (!(v >= 0)) return luaL_error(L, "loop.slow_callback_duration: must be a number >= 0");
+  int isnum;
+  double v = lua_tonumberx(L, 3, &isnum);
+  if (!isnum || !(v >= 0)) return luaL_error(L, "loop.slow_callback_duration: must be a number >= 0");
   S->slow = v;
   apply_debug(S, v);
   return 0;
@@ -481,16 +487,19 @@ static void cancel_pending(lua_State *L, lstate *S) {
   lua_pop(L, 1);
 }
 
-/* Cancels every task still pending (once each) and runs the loop until they finish, nothing
- * can make progress, or loop.shutdown_timeout passes: a task that ignores its cancellation
- * (polling with bare yields, or swallowing CancelledError) must not hang lasync.run. A guard
- * timer wakes the loop at the deadline. Tasks spawned by cleanup code are cancelled too. */
+/* Cancels every task still pending (once each) and runs the loop until they finish and the
+ * calls in flight on the thread pool have returned (asyncio's shutdown_default_executor:
+ * closing the loop under them would leave it and them unfreed), until nothing can make
+ * progress, or until loop.shutdown_timeout passes: a task that ignores its cancellation
+ * (polling with bare yields, or swallowing CancelledError) or a C call that never returns
+ * must not hang lasync.run. A guard timer wakes the loop at the deadline. Tasks spawned by
+ * cleanup code are cancelled too. */
 static void cancel_leftovers(lua_State *L, lstate *S) {
   las_loop_t *loop = S->loop;
-  if (las_loop_task_count(loop) == 0) return;
+  if (las_loop_task_count(loop) == 0 && las_loop_work_count(loop) == 0) return;
   double deadline = las_loop_time(loop) + S->shutdown;
   las_timer_t *guard = las_timer_new(loop);
-  while (las_loop_task_count(loop) > 0) {
+  while (las_loop_task_count(loop) > 0 || las_loop_work_count(loop) > 0) {
     cancel_pending(L, S);
     /* Nothing but the guard could wake a task (they wait on futures nobody will complete):
      * stop here rather than sit out the deadline. */
@@ -503,6 +512,16 @@ static void cancel_leftovers(lua_State *L, lstate *S) {
 }
 
 static void report_stuck(lua_State *L, lstate *S) {
+  size_t works = las_loop_work_count(S->loop);
+  if (works > 0) {
+    lua_pushfstring(L, works == 1 ? "%I call on the thread pool was still running when the "
+                                    "loop closed: its result is dropped"
+                                  : "%I calls on the thread pool were still running when the "
+                                    "loop closed: their results are dropped",
+                    (lua_Integer)works);
+    lasync__report(L, S, lua_tostring(L, -1), 0, 0, NULL);
+    lua_pop(L, 1);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->anchors);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
@@ -548,6 +567,10 @@ static int begin_loop(lua_State *L, lstate *S, uv_loop_t *uv, lua_State *runL) {
   las_loop_set_cancel_hook(loop, lasync__cancel_hook);
   const char *dbg = getenv("LASYNC_DEBUG");
   S->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+  /* The settings belong to the loop: a new one starts from the defaults, whatever an
+   * earlier run set (a spec that shortened shutdown_timeout must not shorten the next). */
+  S->slow = 0.1;
+  S->shutdown = 5;
   apply_debug(S, S->slow);
   lasync__loop_changed(S);
   return 0;
@@ -636,6 +659,11 @@ static int detach_protected(lua_State *L) {
       lua_pushinteger(L, LAS_EBUSY);
       return 1;
     }
+  }
+  /* Calls still running on the thread pool finish in the host's uv_run. */
+  if (las_loop_work_count(S->loop) > 0 && !force) {
+    lua_pushinteger(L, LAS_EBUSY);
+    return 1;
   }
   report_stuck(L, S);
   lasync__drain_unretrieved(L, S);

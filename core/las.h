@@ -95,6 +95,12 @@ int las_call_soon(las_loop_t *loop, las_cb cb, void *a, void *b);
  * work (an outstanding completion from another thread, say). */
 void las_loop_hold(las_loop_t *loop);
 void las_loop_release(las_loop_t *loop);
+/* Work in flight that ends by itself (a blocking call on the libuv thread pool, say). It
+ * holds the loop as las_loop_hold does, but is counted apart, so that a shutdown can wait
+ * for it (asyncio's shutdown_default_executor) and not for holds that may never end. */
+void las_loop_work_begin(las_loop_t *loop);
+void las_loop_work_end(las_loop_t *loop);
+size_t las_loop_work_count(las_loop_t *loop);
 
 /* Any thread. Runs cb(loop, arg, 0) on the loop thread, in order per producer, exactly
  * once, however libuv coalesces wakeups. Returns 0, or LAS_ECLOSED/LAS_ENOMEM, in which

@@ -71,6 +71,7 @@ struct las_loop_s {
   double armed; /* deadline the wake timer is set for, or NaN */
   size_t ntasks;
   int holds;
+  size_t works; /* the holds that are work in flight (las_loop_work_begin) */
   las_task_t *current;
   las_task_t *stepped; /* debug mode: the task whose step ran in the current callback */
   /* Cross-thread posts: a mutex-protected FIFO; `closed` is read and written under mu. */

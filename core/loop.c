@@ -400,6 +400,19 @@ void las_loop_release(las_loop_t *loop) {
   if (loop->holds > 0 && --loop->holds == 0) las__loop_update(loop);
 }
 
+void las_loop_work_begin(las_loop_t *loop) {
+  loop->works++;
+  las_loop_hold(loop);
+}
+
+void las_loop_work_end(las_loop_t *loop) {
+  if (loop->works == 0) return;
+  loop->works--;
+  las_loop_release(loop);
+}
+
+size_t las_loop_work_count(las_loop_t *loop) { return loop->works; }
+
 void las_loop_set_debug(las_loop_t *loop, int on, double threshold, las_slow_cb hook) {
   loop->debug = on != 0;
   if (threshold >= 0) loop->slow = threshold;

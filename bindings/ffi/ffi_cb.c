@@ -982,7 +982,8 @@ typedef union jslot { int64_t i; double d; void *p; long double ld; } jslot;
 typedef struct job {
   uv_work_t req;
   cbhub *h;                     /* never freed: tells whether the state is still there */
-  las_loop_t *loop;             /* held and referenced until the job is done */
+  las_loop_t *loop;             /* referenced, and counted as work in flight (which the
+                                   end of a run waits for), until the job is done */
   ffi_cif *cif;
   ffi_cif vcif;
   void (*fn)(void);
@@ -1044,7 +1045,7 @@ static void after_cb(uv_work_t *req, int status) {
     luaL_unref(L, LUA_REGISTRYINDEX, j->futref);
     luaL_unref(L, LUA_REGISTRYINDEX, j->anchor);
   }
-  api.release(j->loop);
+  api.work_end(j->loop);
   api.unref(j->loop);
   free(j);
 }
@@ -1130,7 +1131,7 @@ static int tt_start(lua_State *L) {
     return luaL_error(L, "ffi.to_thread: cannot queue work on the thread pool");
   }
   api.ref(loop);
-  api.hold(loop);
+  api.work_begin(loop);
   j->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 1);
   j->futref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -127,18 +127,31 @@ return function(lasync)
     return table.concat(lines)
   end
 
+  -- Adds error e to errs ({n =, seen =}) unless that very value is there already: a task
+  -- that awaited a failed sibling (or a task group's body that awaited a child) and let the
+  -- error through raises the same value. That is one failure, not two, and a table error
+  -- must not list itself among its others.
+  local function collect(errs, e)
+    if e ~= nil and e == e then        -- nil and NaN cannot be keys
+      if errs.seen[e] then return end
+      errs.seen[e] = true
+    end
+    errs.n = errs.n + 1
+    errs[errs.n] = e
+  end
+
   -- Retrieves the outcome of every child, for a combinator that raises `first` (one child's
   -- failure, or its own cancellation): the errors of the other children that failed (not
   -- those merely cancelled) come with it, as with_others attaches them, never dropped.
   local function retrieve_all(futs, n, raised, first, where)
-    local errs, seen = {first, n = 1}, {}
+    local errs, seen = {n = 0, seen = {}}, {}
+    collect(errs, first)
     for i = 1, n do
       local f = futs[i]
       local failed, e = failure(f)
       if failed and f ~= raised and not f:cancelled() and not seen[f] then
         seen[f] = true
-        errs.n = errs.n + 1
-        errs[errs.n] = e
+        collect(errs, e)
       end
     end
     return with_others(errs, where)
@@ -167,8 +180,8 @@ return function(lasync)
     local n = select("#", ...)
     if n == 0 then return end
     local futs = {...}
-    for i = 1, n do check(futs[i], "gather", i, 2) end
-    for i = 1, n do futs[i] = ensure(futs[i], "gather", i) end
+    for i = 1, n do check(futs[i], "lasync.gather", i, 2) end
+    for i = 1, n do futs[i] = ensure(futs[i], "lasync.gather", i) end
     local left, failed = 0, nil
     for i = 1, n do
       local f = futs[i]
@@ -217,15 +230,17 @@ return function(lasync)
   -- and opts.return_when = "all" (default) | "first" | "error". Never cancels anything.
   function lasync.wait(list, opts)
     if opts ~= nil and type(opts) ~= "table" then
-      error("wait: opts must be a table ({timeout =, return_when =}), got " .. type(opts), 2)
+      error("lasync.wait: opts must be a table ({timeout =, return_when =}), got "
+        .. type(opts), 2)
     end
     opts = opts or {}
-    local timeout = check_delay("wait", opts.timeout)
+    local timeout = check_delay("lasync.wait", opts.timeout)
     local rw = opts.return_when or "all"
     if not return_whens[rw] then
-      error("wait: return_when must be \"all\", \"first\" or \"error\", got " .. tostring(rw), 2)
+      error("lasync.wait: return_when must be \"all\", \"first\" or \"error\", got "
+        .. tostring(rw), 2)
     end
-    local futs = ensure_list(list, "wait")
+    local futs = ensure_list(list, "lasync.wait")
     local n = #futs
     local left, hit = 0, false
     for i = 1, n do
@@ -273,33 +288,35 @@ return function(lasync)
   -- waits for it and raises CancelledError, even when the deadline fell in the same
   -- iteration. A nil timeout waits forever.
   function lasync.wait_for(aw, timeout)
-    timeout = check_delay("wait_for", timeout)
-    local fut = ensure(aw, "wait_for", 1)
+    timeout = check_delay("lasync.wait_for", timeout)
+    local fut = ensure(aw, "lasync.wait_for", 1)
     if fut:done() then return fut:result() end
-    local w = future()
-    local cb = function() wake(w) end
-    fut:add_done_callback(cb)
-    local h
-    if timeout then h = lasync.get_loop():call_later(timeout, wake, w) end
-    local ok, e = pcall(await, w)
-    if h then h:cancel() end
-    if not ok then
-      fut:remove_done_callback(cb)
-      if not is_cancelled(e) then error(e, 0) end
-      fut:cancel()
-      settle({fut}, 1)
-      failure(fut)                     -- the outside cancellation wins over fut's outcome
-      error(e, 0)
-    end
-    if not fut:done() then
-      -- Our own deadline.
-      fut:remove_done_callback(cb)
-      fut:cancel()
-      local cerr = settle({fut}, 1)
-      if cerr then error(cerr, 0) end    -- an outside cancellation arrived meanwhile: it wins
-      if fut:cancelled() then
-        error(lasync.TimeoutError("wait_for: timed out after " .. timeout .. " s"), 0)
+    if timeout ~= 0 then
+      local w = future()
+      local cb = function() wake(w) end
+      fut:add_done_callback(cb)
+      local h
+      if timeout then h = lasync.get_loop():call_later(timeout, wake, w) end
+      local ok, e = pcall(await, w)
+      if h then h:cancel() end
+      if not ok then
+        fut:remove_done_callback(cb)
+        if not is_cancelled(e) then error(e, 0) end
+        fut:cancel()
+        settle({fut}, 1)
+        failure(fut)                   -- the outside cancellation wins over fut's outcome
+        error(e, 0)
       end
+      if fut:done() then return fut:result() end
+      fut:remove_done_callback(cb)
+    end
+    -- Our own deadline. One that has already passed (timeout <= 0) cancels aw at once, so a
+    -- function given as aw never runs, as with asyncio.
+    fut:cancel()
+    local cerr = settle({fut}, 1)
+    if cerr then error(cerr, 0) end      -- an outside cancellation arrived meanwhile: it wins
+    if fut:cancelled() then
+      error(lasync.TimeoutError("wait_for: timed out after " .. timeout .. " s"), 0)
     end
     return fut:result()
   end
@@ -312,19 +329,23 @@ return function(lasync)
   -- cancelling()/uncancel() protocol). So an outside cancellation passes through as
   -- CancelledError, and of nested timeouts that expire together only the outermost raises.
   function lasync.timeout(delay, fn, ...)
-    delay = check_delay("timeout", delay)
+    delay = check_delay("lasync.timeout", delay)
     if type(fn) ~= "function" then
-      error("timeout: expected a function as argument #2, got " .. type(fn), 2)
+      error("lasync.timeout: expected a function as argument #2, got " .. type(fn), 2)
     end
     local task = lasync.current_task()
-    if not task then error("timeout: must be called from a task", 2) end
+    if not task then error("lasync.timeout: must be called from a task", 2) end
     if delay == nil then return fn(...) end
     local base = task:cancelling()
     local expired = false
-    local h = lasync.get_loop():call_later(delay, function()
+    local function expire()
       expired = true
       task:cancel()
-    end)
+    end
+    -- A deadline that has already passed cancels at fn's first suspension: call_soon runs
+    -- before whatever fn then waits for, where a timer due now might not.
+    local loop = lasync.get_loop()
+    local h = delay > 0 and loop:call_later(delay, expire) or loop:call_soon(expire)
     local r = pack(pcall(fn, ...))
     h:cancel()
     if expired and task:uncancel() <= base and not r[1] and is_cancelled(r[2]) then
@@ -339,7 +360,7 @@ return function(lasync)
   -- shield(aw) -> aw's results. Cancelling the waiting task raises CancelledError in it but
   -- leaves aw running.
   function lasync.shield(aw)
-    local fut = ensure(aw, "shield", 1)
+    local fut = ensure(aw, "lasync.shield", 1)
     if fut:done() then return fut:result() end
     local w = future()
     local cb = function() wake(w) end
@@ -359,8 +380,8 @@ return function(lasync)
   -- when the deadline passes first. Cancels nothing. Breaking out of the loop releases the
   -- timer and the callbacks (the iterator's closing value).
   function lasync.as_completed(list, timeout)
-    timeout = check_delay("as_completed", timeout)
-    local futs = ensure_list(list, "as_completed")
+    timeout = check_delay("lasync.as_completed", timeout)
+    local futs = ensure_list(list, "lasync.as_completed")
     local n = #futs
     local doneq, qh, qt = {}, 1, 0
     local yielded, expired, closed = 0, false, false
@@ -397,7 +418,7 @@ return function(lasync)
       if yielded == n then close(); return nil end
       while qh > qt do
         if closed and not expired then
-          error("as_completed: the iterator was closed (the loop over it ended)", 2)
+          error("lasync.as_completed: the iterator was closed (the loop over it ended)", 2)
         end
         if expired then
           close()
@@ -440,9 +461,8 @@ return function(lasync)
     if not t:cancelled() then
       local failed, e = failure(t)
       if failed then
-        local errs = tg._errors
-        errs.n = errs.n + 1
-        errs[errs.n] = e
+        collect(tg._errors, e)
+        tg._failed[#tg._failed + 1] = t
         abort(tg)
       end
     end
@@ -472,12 +492,12 @@ return function(lasync)
   -- cancels the children, waits for them and raises CancelledError.
   function lasync.task_group(fn)
     if type(fn) ~= "function" then
-      error("task_group: expected a function, got " .. type(fn), 2)
+      error("lasync.task_group: expected a function, got " .. type(fn), 2)
     end
     local parent = lasync.current_task()
-    if not parent then error("task_group: must be called from a task", 2) end
+    if not parent then error("lasync.task_group: must be called from a task", 2) end
     local tg = setmetatable({
-      _parent = parent, _children = {}, _n = 0, _errors = {n = 0},
+      _parent = parent, _children = {}, _n = 0, _errors = {n = 0, seen = {}}, _failed = {},
       _aborting = false, _exiting = false, _closed = false, _parent_cancelled = false,
     }, TaskGroup)
     tg._cb = function(t) on_child_done(tg, t) end
@@ -490,9 +510,7 @@ return function(lasync)
         cancel_err = r[2]
         abort(tg)
       else
-        local errs = tg._errors
-        errs.n = errs.n + 1
-        errs[errs.n] = r[2]
+        collect(tg._errors, r[2])
         abort(tg)
       end
     end
@@ -512,6 +530,9 @@ return function(lasync)
       cancel_err = nil                       -- the only cancellation was our own
     end
     if tg._errors.n > 0 then
+      -- The children's errors were collected in done callbacks, outside any task; retrieving
+      -- them again here, in the parent, adds the parent to their chains ("awaited by").
+      for _, t in ipairs(tg._failed) do failure(t) end
       if cancel_err then rearm(parent) end   -- errors win; the outside cancel stays pending
       error(with_others(tg._errors, "the task group"), 0)
     end

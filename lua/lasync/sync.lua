@@ -5,9 +5,10 @@
 -- waiter, so a newcomer can never overtake it (FIFO fairness). A waiter that gives up (its
 -- task is cancelled) is not searched for: its future is cancelled and skipped when it reaches
 -- the front of the ring (lazy deletion, no scanning). If the hand-over and the cancellation
--- race in one loop iteration, the cancellation wins and the waiter passes what it was given
--- on to the next waiter or puts it back, so nothing is ever taken by a task that raised and
--- nothing is lost.
+-- race in one loop iteration, the hand-over wins: the core delivers it and the cancellation
+-- comes at the task's next suspension. Should a waiter ever raise with something handed to
+-- it all the same, it passes that on to the next waiter, so nothing is taken by a task that
+-- raised and nothing is lost.
 --
 -- The module returns an installer, called by the C module at load with the lasync table.
 
@@ -73,7 +74,8 @@ return function(lasync)
   local function check_size(name, n, what)
     local i = type(n) == "number" and tointeger(n) or nil
     if i == nil or i < 0 then
-      error(name .. ": " .. what .. " must be a non-negative integer, got " .. tostring(n), 3)
+      local got = type(n) == "number" and tostring(n) or type(n)
+      error(name .. ": " .. what .. " must be a non-negative integer, got " .. got, 3)
     end
     return i
   end
@@ -102,7 +104,7 @@ return function(lasync)
   -- Queue([maxsize]): maxsize nil or 0 means unbounded.
   function lasync.Queue(maxsize)
     local max = 0
-    if maxsize ~= nil then max = check_size("Queue", maxsize, "maxsize") end
+    if maxsize ~= nil then max = check_size("lasync.Queue", maxsize, "maxsize") end
     return setmetatable({
       _max = max,
       _items = ring(),     -- buffered items
@@ -171,21 +173,6 @@ return function(lasync)
     if h == items.t then items.h, items.t = 1, 0 else items.h = h + 1 end
     grant_slot(self)
     return v
-  end
-
-  -- An item handed to a getter that was cancelled before it could return it: give it to the
-  -- next getter, or put it back at the front of the queue where it came from. (For a bounded
-  -- queue this may leave the queue one over maxsize for a moment; no item is dropped.)
-  local function give_back(self, item)
-    local g = pop_live(self._getters)
-    if g then
-      g:set_result(item)
-    else
-      local items = self._items
-      local h = items.h - 1
-      items.h = h
-      items[h] = item
-    end
   end
 
   function Queue:put(item)
@@ -367,7 +354,7 @@ return function(lasync)
 
   function lasync.Semaphore(n)
     local v = 1
-    if n ~= nil then v = check_size("Semaphore", n, "initial value") end
+    if n ~= nil then v = check_size("lasync.Semaphore", n, "initial value") end
     return setmetatable({_value = v, _w = ring()}, Semaphore)
   end
 
@@ -406,7 +393,7 @@ return function(lasync)
     if lock == nil then
       lock = lasync.Lock()
     elseif getmetatable(lock) ~= Lock then
-      error("Condition: expected a lasync.Lock, got " .. tostring(lock), 2)
+      error("lasync.Condition: expected a lasync.Lock, got " .. tostring(lock), 2)
     end
     return setmetatable({_lock = lock, _w = ring()}, Condition)
   end

@@ -75,6 +75,23 @@ static void test_busy_hold(void) {
   CLOSE_LOOP(loop);
 }
 
+/* Work in flight holds the loop like a hold, and is counted apart (for a shutdown that
+ * waits for it and not for plain holds). */
+static void test_busy_work(void) {
+  las_loop_t *loop = new_loop();
+  las_loop_hold(loop);
+  las_loop_work_begin(loop);
+  ASSERT_EQ(las_loop_work_count(loop), 1);
+  las_loop_release(loop);
+  ASSERT_EQ(las_loop_close(loop), LAS_EBUSY);
+  ASSERT(las_loop_alive(loop));
+  las_loop_work_end(loop);
+  las_loop_work_end(loop); /* unbalanced end is ignored */
+  ASSERT_EQ(las_loop_work_count(loop), 0);
+  ASSERT(!las_loop_alive(loop));
+  CLOSE_LOOP(loop);
+}
+
 /* A libuv handle of the user's on the loop's private uv loop is live work too. */
 static void on_uv_close(uv_handle_t *h) { (void)h; calls++; }
 
@@ -401,6 +418,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_busy_timer);
   RUN_TEST(test_busy_task);
   RUN_TEST(test_busy_hold);
+  RUN_TEST(test_busy_work);
   RUN_TEST(test_busy_foreign_handle);
   RUN_TEST(test_clean_close_fds);
   RUN_TEST(test_future_outlives_loop);

@@ -129,6 +129,32 @@ static void test_close_with_thread_work(const char *argv0) {
   CHECK(uv_loop_close(&uv) == 0);
 }
 
+/* Detaching while an ffi.to_thread call runs says LAS_EBUSY until the call has returned
+ * (its completion comes in the host's uv_run): once detach returns 0, nothing of lasync's
+ * is left on the host's loop, which closes after one more iteration. */
+static void test_detach_waits_for_thread_work(const char *argv0) {
+  uv_loop_t uv;
+  CHECK(uv_loop_init(&uv) == 0);
+  lua_State *L = new_state();
+  CHECK(lasync_attach(L, &uv) == 0);
+  if (load_ffi(L, argv0)) {
+    run(L, "local lasync = require 'lasync'\n"
+           "reported = ''\n"
+           "lasync.get_loop():set_exception_handler(function(_, ctx)\n"
+           "  reported = reported .. tostring(ctx.error or ctx.message) .. ';'\n"
+           "end)\n"
+           "t = lasync.spawn(function() ffi.to_thread(ffi.C.usleep, 100000) end)\n");
+    uv_run(&uv, UV_RUN_NOWAIT); /* the task queues the call on the pool */
+    CHECK(lasync_detach(L, 0) == LAS_EBUSY);
+    detach_all(L, &uv);
+    CHECK(strcmp(global_str(L, "reported"), "") == 0);
+    run(L, "assert(t:cancelled())");
+  }
+  uv_run(&uv, UV_RUN_NOWAIT); /* lasync's handles finish closing */
+  CHECK(uv_loop_close(&uv) == 0);
+  lua_close(L);
+}
+
 /* Detach (force) while an ffi.to_thread call runs, attach again and let the FFI bind to the
  * new loop (the old loop's memory goes once its handles closed): the work request that
  * completes afterwards must not give its hold back to the freed old loop. */
@@ -139,10 +165,13 @@ static void test_thread_work_across_reattach(const char *argv0) {
   CHECK(lasync_attach(L, &uv) == 0);
   if (load_ffi(L, argv0)) {
     run(L, "local lasync = require 'lasync'\n"
-           "lasync.get_loop():set_exception_handler(function() end)\n"
+           "lasync.get_loop():set_exception_handler(function(_, ctx)\n"
+           "  reported = (reported or '') .. ctx.message .. ';'\n"
+           "end)\n"
            "lasync.spawn(function() ffi.to_thread(ffi.C.usleep, 50000) end)\n");
     uv_run(&uv, UV_RUN_NOWAIT);
     CHECK(lasync_detach(L, 1) == 0);
+    CHECK(strstr(global_str(L, "reported"), "call on the thread pool was still running") != NULL);
     uv_run(&uv, UV_RUN_NOWAIT); /* lasync's handles finish closing */
     CHECK(lasync_attach(L, &uv) == 0);
     run(L, "ffi.hold():release()\n"); /* binds the FFI to the new loop */
@@ -166,6 +195,7 @@ int main(int argc, char **argv) {
   if (want(argc, argv, "script_closes_loop")) test_script_closes_loop();
   if (want(argc, argv, "detach_unwakeable")) test_detach_unwakeable_task();
   if (want(argc, argv, "close_with_thread_work")) test_close_with_thread_work(argv[0]);
+  if (want(argc, argv, "detach_waits_for_thread_work")) test_detach_waits_for_thread_work(argv[0]);
   if (want(argc, argv, "thread_work_across_reattach")) test_thread_work_across_reattach(argv[0]);
   printf("ok\n");
   return 0;

@@ -42,6 +42,15 @@ describe("gather", function()
     assert.equal("second", e.others[1].message)
   end))
 
+  it("an error passed on by a child that awaited the failed one counts once", async(function()
+    local err = {message = "once"}
+    local t1 = lasync.spawn(function() lasync.sleep(0.01); error(err) end)
+    local t2 = lasync.spawn(function() return t1:await() end)
+    local e = catch(lasync.gather, t1, t2)
+    assert.equal(err, e)
+    assert.is_nil(e.others)   -- not a list holding the error itself
+  end))
+
   it("returns the first result of each, in argument order", async(function()
     local fut = lasync.future()
     fut:set_result("f1", "ignored")
@@ -104,7 +113,7 @@ describe("gather", function()
   end))
 
   it("rejects what it cannot await", async(function()
-    assert.matches("gather: argument #2 is not awaitable", tostring(catch(lasync.gather,
+    assert.matches("lasync%.gather: argument #2 is not awaitable", tostring(catch(lasync.gather,
       function() end, 42)))
   end))
 end)
@@ -165,11 +174,11 @@ describe("wait", function()
   end))
 
   it("misuse is a clear error", async(function()
-    assert.matches("wait: return_when must be", tostring(catch(lasync.wait, {}, {return_when = "x"})))
-    assert.matches("wait: expected a list", tostring(catch(lasync.wait, 3)))
-    assert.matches("wait: opts must be a table", tostring(catch(lasync.wait, {}, 5)))
+    assert.matches("lasync%.wait: return_when must be", tostring(catch(lasync.wait, {}, {return_when = "x"})))
+    assert.matches("lasync%.wait: expected a list", tostring(catch(lasync.wait, 3)))
+    assert.matches("lasync%.wait: opts must be a table", tostring(catch(lasync.wait, {}, 5)))
     local ran = false
-    assert.matches("wait_for: timeout is NaN",
+    assert.matches("lasync%.wait_for: timeout is NaN",
       tostring(catch(lasync.wait_for, function() ran = true end, 0 / 0)))
     ticks(1)
     assert.is_false(ran)  -- refused before anything was started
@@ -197,6 +206,23 @@ describe("wait_for", function()
       assert.equals(lasync.TimeoutError, getmetatable(e))
       assert.is_true(cleaned)
       assert.is_true(child:cancelled())
+    end))
+
+  it("a deadline already passed (0 or less) cancels at once: a function never runs",
+    async(function()
+      local ran = false
+      for _, d in ipairs({0, -1}) do
+        local e = catch(lasync.wait_for, function() ran = true; return "v" end, d)
+        assert.is_true(lasync.is_timeout(e))
+      end
+      assert.is_false(ran)
+      local f = lasync.future()
+      assert.is_true(lasync.is_timeout(catch(lasync.wait_for, f, 0)))
+      assert.is_true(f:cancelled())
+      local done = lasync.future()
+      done:set_result("ready")
+      assert.equals("ready", lasync.wait_for(done, 0))   -- what is done already is no timeout
+      assert.equals(0, lasync.current_task():cancelling())
     end))
 
   it("an outside cancellation comes through as CancelledError and cancels the child",
@@ -259,6 +285,17 @@ describe("timeout", function()
     local a, b = lasync.timeout(1, function(x) lasync.sleep(0.01); return x, "b" end, "a")
     assert.same({"a", "b"}, {a, b})
     assert.equals("n", lasync.timeout(nil, function() return "n" end))
+  end))
+
+  it("a deadline already passed (0 or less) times out at fn's first suspension", async(function()
+    for _, d in ipairs({0, -1}) do
+      local e = catch(lasync.timeout, d, function() lasync.sleep(0); return "late" end)
+      assert.is_true(lasync.is_timeout(e))
+      assert.equals(0, lasync.current_task():cancelling())
+      -- fn that never suspends finishes: there was nothing to interrupt
+      assert.equals("now", lasync.timeout(d, function() return "now" end))
+    end
+    ticks(2)                                           -- no stray cancellation left behind
   end))
 
   it("raises TimeoutError at the deadline and the task goes on normally", async(function()
@@ -329,11 +366,11 @@ describe("timeout", function()
     end))
 
   it("must be called from a task, with a function", async(function()
-    assert.matches("timeout: expected a function", tostring(catch(lasync.timeout, 1, 2)))
+    assert.matches("lasync%.timeout: expected a function", tostring(catch(lasync.timeout, 1, 2)))
     local e
     lasync.get_loop():call_soon(function() e = select(2, pcall(lasync.timeout, 1, print)) end)
     ticks(2)
-    assert.matches("timeout: must be called from a task", tostring(e))
+    assert.matches("lasync%.timeout: must be called from a task", tostring(e))
   end))
 end)
 
@@ -392,7 +429,7 @@ describe("as_completed", function()
     for _, f in (function(...) iter = ...; return ... end)(lasync.as_completed({slow, sleeper(0.01)}, 10)) do
       break
     end
-    assert.matches("as_completed: the iterator was closed", tostring(catch(iter)))
+    assert.matches("lasync%.as_completed: the iterator was closed", tostring(catch(iter)))
     slow:cancel()
     ticks(2)
   end))
@@ -469,6 +506,19 @@ describe("task_group", function()
     assert.matches("s2", e)
   end))
 
+  it("a child's error that the body awaited and let through is raised once", async(function()
+    local e = catch(lasync.task_group, function(tg)
+      tg:spawn(function() lasync.sleep(0.01); error("child failed", 0) end):await()
+    end)
+    assert.equal("child failed", e)
+    local err = {message = "child table"}
+    e = catch(lasync.task_group, function(tg)
+      tg:spawn(function() lasync.sleep(0.01); error(err) end):await()
+    end)
+    assert.equal(err, e)
+    assert.is_nil(e.others)
+  end))
+
   it("the body's own error cancels the children and is collected", async(function()
     local cancelled = {}
     local e = catch(lasync.task_group, function(tg)
@@ -514,7 +564,7 @@ describe("task_group", function()
     lasync.task_group(function(tg) saved = tg end)
     assert.matches("TaskGroup.spawn: the task group has finished",
       tostring(catch(saved.spawn, saved, function() end)))
-    assert.matches("task_group: expected a function", tostring(catch(lasync.task_group, 1)))
+    assert.matches("lasync%.task_group: expected a function", tostring(catch(lasync.task_group, 1)))
   end))
 end)
 

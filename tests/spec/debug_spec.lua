@@ -59,7 +59,10 @@ describe("loop debug settings", function()
     assert.equals(0.5, loop.slow_callback_duration)
     loop.slow_callback_duration = 0.1
     assert.has_error(function() loop.slow_callback_duration = -1 end)
-    assert.has_error(function() loop.slow_callback_duration = "fast" end)
+    assert.has_error(function() loop.slow_callback_duration = "fast" end,
+      "loop.slow_callback_duration: must be a number >= 0")
+    assert.has_error(function() loop.shutdown_timeout = "long" end,
+      "loop.shutdown_timeout: must be a number >= 0")
   end))
 
   it("set_debug toggles get_debug", async(function()
@@ -124,6 +127,25 @@ describe("slow callback reports", function()
     local ctx = find(reports, "finisher")
     assert.is_not_nil(ctx, table.concat(messages(reports), "\n"))
     assert.matches("it finished", ctx.message, 1, true)
+  end))
+
+  it("a slow step that finishes the task names the line the step began at", async(function()
+    local first, resumed
+    local reports = with_reports({debug = true, slow = 0.02}, function()
+      first = debug.getinfo(1, "l").currentline + 1
+      lasync.spawn(function()
+        busy(0.05)
+      end):await()
+      lasync.spawn(function()
+        resumed = debug.getinfo(1, "l").currentline + 1
+        lasync.sleep(0)
+        busy(0.05)
+      end):await()
+    end)
+    assert.equals(2, #reports, table.concat(messages(reports), "\n"))
+    assert.matches("it finished", reports[1].message, 1, true)
+    assert.matches("debug_spec.lua:" .. first .. "%)", reports[1].message)
+    assert.matches("debug_spec.lua:" .. resumed .. "%)", reports[2].message)
   end))
 
   it("names a task by the name it was given", async(function()
@@ -258,6 +280,7 @@ describe("debug-mode reports", function()
     local ctx = find(reports, "CancelledError")
     assert.is_not_nil(ctx, table.concat(messages(reports), "\n"))
     assert.matches(t:get_name(), ctx.message, 1, true)
+    assert.equals(t, ctx.task)
   end))
 
   it("a task that catches CancelledError but uncancels is not reported", async(function()

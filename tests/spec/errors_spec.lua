@@ -31,7 +31,7 @@ describe("error classes", function()
       assert.matches(name, getmetatable(e).__name)
       local bare = cls()
       assert.equals(cls, getmetatable(bare))
-      assert.is_string(tostring(bare))
+      assert.equals(name, tostring(bare))
     end)
   end
 
@@ -52,6 +52,29 @@ describe("error classes", function()
     -- a look-alike table is not an instance
     assert.is_false(lasync.is_cancelled(setmetatable({}, {__name = "lasync.CancelledError"})))
   end)
+
+  it("a CancelledError lasync raises has a message, a traceback and a __tostring too", async(function()
+    local inside
+    local t = lasync.spawn(function()
+      local ok, e = pcall(lasync.sleep, 10)
+      inside = e
+      error(e, 0)
+    end)
+    lasync.sleep(0)
+    t:cancel("why")
+    local f = lasync.future()
+    f:cancel()
+    local errors = {inside = false, awaited = select(2, pcall(t.await, t)),
+                    result = select(2, pcall(f.result, f)), error = select(2, pcall(f.error, f))}
+    errors.inside = inside
+    for how, e in pairs(errors) do
+      assert.is_true(lasync.is_cancelled(e), how)
+      assert.is_string(e.message, how)
+      assert.is_string(e.traceback, how)
+      assert.matches("^CancelledError: " .. e.message, tostring(e))
+    end
+    assert.equals("why", errors.awaited.message)
+  end))
 
   it("instances can be raised and caught as ordinary Lua errors", function()
     local ok, e = pcall(error, lasync.TimeoutError("late"))
@@ -125,6 +148,25 @@ describe("an error crossing an await", function()
     local _, lines = e.traceback:gsub("\n", "")
     assert.is_true(lines < 20, "traceback grew to " .. lines .. " lines:\n" .. e.traceback)
   end))
+
+  it("through gather, wait_for and task_group, the chain names the caller's task and line",
+    async(function()
+      local me = lasync.current_task()
+      local function fail() lasync.sleep(0) error({tag = "child"}) end
+      local calls = {
+        function() lasync.gather(fail) end,
+        function() lasync.wait_for(fail, 10) end,
+        function() lasync.task_group(function(tg) tg:spawn(fail) end) end,
+      }
+      for _, call in ipairs(calls) do
+        local line = debug.getinfo(call, "S").linedefined
+        local ok, e = pcall(call)
+        assert.is_false(ok)
+        assert.equals("child", e.tag)
+        assert.matches("awaited by Task%-" .. taskno(me) .. " at [^\n]*errors_spec.lua:" .. line,
+          e.traceback)
+      end
+    end))
 
   it("a string error keeps its position and message", async(function()
     local t = lasync.spawn(function()
@@ -395,5 +437,24 @@ describe("the exception handler", function()
     assert.equals(3, #got)
     assert.same({ 42, "plain", false }, { got[1].error, got[2].error, got[3].error })
     for i = 1, 3 do assert.matches("errors_spec.lua", got[i].traceback, 1, true) end
+  end))
+
+  it("gets the traceback beside a callback's table error that has none of its own", async(function()
+    local loop = lasync.get_loop()
+    local old = loop:get_exception_handler()
+    local got = {}
+    loop:set_exception_handler(function(_, ctx) got[#got + 1] = ctx end)
+    local e = {code = 1}
+    loop:call_soon(function() error(e) end)
+    local own = lasync.TimeoutError("with its own")
+    loop:call_soon(function() error(own) end)
+    lasync.sleep(0)
+    loop:set_exception_handler(old)
+    assert.equals(2, #got)
+    assert.equals(e, got[1].error)
+    assert.is_string(got[1].traceback)
+    assert.matches("errors_spec.lua", got[1].traceback, 1, true)
+    assert.equals(own, got[2].error)
+    assert.is_nil(got[2].traceback) -- the error's own traceback field says it
   end))
 end)

@@ -58,6 +58,7 @@ int fx_async_ask(int (*f)(int), int x, fx_done_cb done, void *ud);
 int fx_sleep_ms(int ms);
 long fx_busy_sum(const int *v, int n, int ms);
 int fx_strdup_len(const char *s, int ms);
+void fx_sleep_then_set(int ms, int *flag);
 int fx_spam(int nthreads, int per_thread, void (*cb)(void *, int), void *ud);
 void fx_spam_join(void);
 void fx_call_late(int (*cb)(int), int (*status)(void));

@@ -168,6 +168,35 @@ describe("lasync.run", function()
     assert.matches("run_spec.lua:%d+", msg)
   end)
 
+  it("gives each run's loop the default settings, whatever an earlier run set", function()
+    lasync.run(function()
+      local loop = lasync.get_loop()
+      loop.slow_callback_duration = 0.01
+      loop.shutdown_timeout = 0
+    end)
+    local slow, shutdown = lasync.run(function()
+      local loop = lasync.get_loop()
+      return loop.slow_callback_duration, loop.shutdown_timeout
+    end)
+    assert.equals(0.1, slow)
+    assert.equals(5, shutdown)
+  end)
+
+  it("a deadlock inside a Queue, Event, Lock or gather names the caller's line, not lasync's", function()
+    local waits = {
+      function() lasync.Queue():get() end,
+      function() lasync.Event():wait() end,
+      function() local l = lasync.Lock(); l:acquire(); l:acquire() end,
+      function() lasync.gather(function() lasync.future():await() end) end,
+    }
+    for _, wait in ipairs(waits) do
+      local line = debug.getinfo(wait, "S").linedefined
+      local msg = errmsg(lasync.run, wait)
+      assert.matches("deadlock", msg)
+      assert.matches("waits at [^ ]*run_spec.lua:" .. line .. " ", msg)
+    end
+  end)
+
   it("numbers tasks Task-N from a process-wide counter, increasing across runs", function()
     local n1, n2 = lasync.run(function()
       return lasync.current_task():get_name(), lasync.spawn(function() end):get_name()
@@ -375,6 +404,39 @@ error(setmetatable({}, {__tostring = function() error("no string for you") end})
     local code, _, err = runner(p)
     assert.equals(1, code)
     assert.matches("lasync", err)
+  end)
+
+  it("names a non-string error object as lua5.4 does, with a traceback of the script only", function()
+    for _, case in ipairs({{"{}", "table"}, {"nil", "nil"}, {"false", "boolean"}}) do
+      local p = script("nonstring.lua", "local function f() error(" .. case[1] .. ") end\nf()\n")
+      local code, out, err = runner(p)
+      assert.equals(1, code)
+      assert.equals("", out)
+      assert.equals("lasync: (error object is a " .. case[2] .. " value)\n", err:match("^[^\n]*\n"))
+      assert.matches("nonstring%.lua:1: in local 'f'", err)
+      -- the runner's own frames (its xpcall around the script) are not the user's business
+      assert.is_nil(err:find("xpcall", 1, true), err)
+      assert.is_nil(err:find("lasync:%d"), err)
+    end
+  end)
+
+  it("gives the script arg and ... as lua5.4 does", function()
+    local p = script("args.lua", [[
+local t = {}
+for i = -3, #arg do t[#t + 1] = i .. "=" .. tostring(i == -1 and "<interpreter>" or arg[i]) end
+t[#t + 1] = "#=" .. select("#", ...)
+for i = 1, select("#", ...) do t[#t + 1] = "[" .. select(i, ...) .. "]" end
+t[#t + 1] = "-1 is " .. tostring(arg[-1]:match("[^/]*$"))
+io.write(table.concat(t, " "), "\n")
+]])
+    local args = "a '' 'b c' -x --"
+    local code, out, err = runner(p, args)
+    assert.equals("", err)
+    assert.equals(0, code)
+    local code2, expected = child.sh(("env LUA_CPATH='%s' LUA_PATH='%s' lua5.4 '%s' %s")
+      :format(package.cpath, package.path, p, args))
+    assert.equals(0, code2)
+    assert.equals(expected:gsub("%-1 is lua5%.4", "-1 is lasync"), out)
   end)
 
   it("exits 1 on a syntax error in the script", function()

@@ -168,9 +168,9 @@ describe("Queue", function()
   end))
 
   it("misuse is a clear error", async(function()
-    assert.matches("Queue: maxsize must be a non%-negative integer", errmsg(lasync.Queue, -1))
-    assert.matches("Queue: maxsize must be a non%-negative integer", errmsg(lasync.Queue, 1.5))
-    assert.matches("Queue: maxsize must be a non%-negative integer", errmsg(lasync.Queue, "x"))
+    assert.matches("lasync%.Queue: maxsize must be a non%-negative integer", errmsg(lasync.Queue, -1))
+    assert.matches("lasync%.Queue: maxsize must be a non%-negative integer", errmsg(lasync.Queue, 1.5))
+    assert.matches("lasync%.Queue: maxsize must be a non%-negative integer", errmsg(lasync.Queue, "x"))
     local q = lasync.Queue()
     assert.matches("Queue.put: nil cannot be put into a queue", errmsg(q.put, q, nil))
     assert.matches("Queue.put_nowait: nil cannot be put into a queue", errmsg(q.put_nowait, q))
@@ -496,7 +496,7 @@ describe("Semaphore", function()
   end))
 
   it("negative sizes are a clear error", async(function()
-    assert.matches("Semaphore: initial value must be a non%-negative integer",
+    assert.matches("lasync%.Semaphore: initial value must be a non%-negative integer",
       errmsg(lasync.Semaphore, -1))
   end))
 
@@ -525,8 +525,9 @@ describe("Condition", function()
     local cond = lasync.Condition()
     local g <close> = cond:acquire()
     assert.matches("Condition.wait_for: expected a predicate function", errmsg(cond.wait_for, cond, 5))
-    assert.matches("Queue: maxsize must be a non%-negative integer", errmsg(lasync.Queue, "2"))
-    assert.matches("Semaphore: initial value must be", errmsg(lasync.Semaphore, "1"))
+    assert.matches("lasync%.Queue: maxsize must be a non%-negative integer, got string",
+      errmsg(lasync.Queue, "2"))   -- a string "2" is not shown as if it were the number 2
+    assert.matches("lasync%.Semaphore: initial value must be", errmsg(lasync.Semaphore, "1"))
   end))
 
   it("wait releases the lock and retakes it after notify", async(function()
@@ -581,7 +582,7 @@ describe("Condition", function()
     assert.matches("Condition.notify: lock is not acquired", errmsg(cond.notify, cond))
     assert.matches("Condition.notify_all: lock is not acquired", errmsg(cond.notify_all, cond))
     assert.matches("Condition.release: lock is not acquired", errmsg(cond.release, cond))
-    assert.matches("Condition: expected a lasync.Lock", errmsg(lasync.Condition, {}))
+    assert.matches("lasync%.Condition: expected a lasync.Lock", errmsg(lasync.Condition, {}))
     local g <close> = cond:acquire()
     assert.matches("Condition.notify: n must be a non%-negative integer",
       errmsg(cond.notify, cond, -2))
