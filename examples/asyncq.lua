@@ -68,7 +68,7 @@ local function main(nprod, ncon)
   lasync.gather(table.unpack(producers))
   q:join()                       -- implicitly awaits the consumers, too
   for _, c in ipairs(consumers) do c:cancel() end
-  lasync.wait(consumers)         -- let them finish their cancellation
+  if #consumers > 0 then lasync.wait(consumers) end -- let them finish their cancellation
 end
 
 local opts = {p = 2, c = 5}

@@ -242,6 +242,7 @@ return function(lasync)
     end
     local futs = ensure_list(list, "lasync.wait")
     local n = #futs
+    if n == 0 then error("lasync.wait: the list is empty (nothing to wait for)", 2) end
     local left, hit = 0, false
     for i = 1, n do
       local f = futs[i]

@@ -177,6 +177,8 @@ describe("wait", function()
     assert.matches("lasync%.wait: return_when must be", tostring(catch(lasync.wait, {}, {return_when = "x"})))
     assert.matches("lasync%.wait: expected a list", tostring(catch(lasync.wait, 3)))
     assert.matches("lasync%.wait: opts must be a table", tostring(catch(lasync.wait, {}, 5)))
+    -- as asyncio.wait: an empty list is a mistake, not something to wait on
+    assert.matches("lasync%.wait: the list is empty", tostring(catch(lasync.wait, {})))
     local ran = false
     assert.matches("lasync%.wait_for: timeout is NaN",
       tostring(catch(lasync.wait_for, function() ran = true end, 0 / 0)))
